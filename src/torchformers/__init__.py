@@ -1,0 +1,52 @@
+"""torchformers: pretrained transformer models in plain PyTorch.
+
+Public names are imported on first use, so ``import torchformers`` stays fast and does not
+import torch until a model, config or tokenizer is touched.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+# public name -> module (relative to this package) that defines it
+_LAZY_NAMES: dict[str, str] = {
+    "PretrainedConfig": "config",
+    "PreTrainedConfig": "config",
+    "PreTrainedModel": "modeling",
+    "GenerationConfig": "generation.config",
+    "AutoConfig": "models.auto",
+    "AutoModel": "models.auto",
+    "AutoModelForCausalLM": "models.auto",
+    "AutoModelForSequenceClassification": "models.auto",
+    "DynamicCache": "nn.cache",
+    "set_seed": "seeding",
+    "errors": "errors",
+}
+_FAMILY_NAMES = {
+    "models.llama": [
+        f"{family}{suffix}"
+        for family in ("Llama", "Mistral", "Qwen2", "Qwen3")
+        for suffix in ("Config", "PreTrainedModel", "Model", "ForCausalLM", "ForSequenceClassification")
+    ],
+}
+for _module, _names in _FAMILY_NAMES.items():
+    _LAZY_NAMES.update(dict.fromkeys(_names, _module))
+
+__all__ = sorted(_LAZY_NAMES) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _LAZY_NAMES.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'torchformers' has no attribute {name!r}")
+    module = importlib.import_module(f".{module_name}", __name__)
+    value = module if name == module_name else getattr(module, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -1,0 +1,48 @@
+"""The errors users catch.
+
+Each class also derives from the built-in exception the reference library raises in the
+same situation (``OSError`` for files, ``ValueError`` for values, ``TypeError`` for
+keywords), so code written against the reference keeps catching them. Messages name the
+file and the key involved and say what to do next.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+class TorchformersError(Exception):
+    """Base class of every error raised by torchformers."""
+
+
+class FileResolutionError(TorchformersError, OSError):
+    """A model name or path could not be turned into the local files it needs."""
+
+
+class CheckpointError(TorchformersError, OSError):
+    """A weights file is unreadable: truncated, corrupt, or a shard is missing."""
+
+
+class WeightsMismatchError(TorchformersError, ValueError):
+    """The checkpoint's tensors do not fit the model: a weight is missing or has the wrong shape."""
+
+
+class ConfigError(TorchformersError, ValueError):
+    """A configuration file or value is malformed or invalid."""
+
+
+class UnknownModelTypeError(ConfigError):
+    """``model_type`` names no family that torchformers knows."""
+
+
+class UnsupportedArgumentError(TorchformersError, TypeError):
+    """A keyword argument torchformers does not support (it is never silently ignored)."""
+
+
+class RemoteCodeError(TorchformersError, ValueError):
+    """``trust_remote_code=True`` was asked for; torchformers never runs code from a model repository."""
+
+
+def describe_path(path: str | os.PathLike) -> str:
+    """A path as messages show it: absolute, so users can find the file."""
+    return os.path.abspath(os.fspath(path))

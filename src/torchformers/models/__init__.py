@@ -1,0 +1,1 @@
+"""Model families, one file each, and the Auto classes that pick among them."""

@@ -1,0 +1,1 @@
+"""Reading and writing tensors in the checkpoint formats of the reference library."""
