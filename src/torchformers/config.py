@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import torch
 
 from . import __version__
-from .errors import ConfigError, describe_path
+from .errors import ConfigError, RemoteCodeError, UnsupportedArgumentError, describe_path
 from .files import atomic_write_text
 from .hub import resolve_file
 
@@ -51,6 +51,16 @@ def parse_dtype(value: Any, *, key: str = "dtype") -> torch.dtype | None:
     )
 
 
+def _int_keyed_labels(id2label: Any) -> dict[int, Any]:
+    """``id2label`` with integer keys (JSON stores them as strings)."""
+    if not isinstance(id2label, dict):
+        raise ConfigError(f"id2label must map class indices to labels, got {id2label!r}.")
+    try:
+        return {int(index): label for index, label in id2label.items()}
+    except (TypeError, ValueError):
+        raise ConfigError(f"id2label keys must be class indices (0, 1, ...), got {list(id2label)}.") from None
+
+
 class PretrainedConfig:
     """Base class of every configuration, with the reference library's loading and saving API.
 
@@ -83,13 +93,23 @@ class PretrainedConfig:
         if getattr(self, "id2label", None) is None:
             self.num_labels = 2 if num_labels is None else num_labels
         else:
-            self.id2label = {int(k): v for k, v in self.id2label.items()}
+            self.id2label = _int_keyed_labels(self.id2label)
             if num_labels is not None and num_labels != len(self.id2label):
                 self.num_labels = num_labels
         if getattr(self, "label2id", None) is None:
             self.label2id = {v: k for k, v in self.id2label.items()}
         self.dtype = parse_dtype(self.dtype)
-        self.normalize()
+        try:
+            self.normalize()
+        except ConfigError:
+            raise
+        except (TypeError, ValueError) as error:
+            # normalize() derives values before validate() checks them, so a value of the wrong type
+            # (hidden_size="32") fails there first; report it as the config problem it is.
+            raise ConfigError(
+                f"{type(self).__name__}: a value has the wrong type ({error}); check the numbers and "
+                "dicts in the config."
+            ) from None
         self.validate()
 
     # -- attribute aliases -------------------------------------------------------------
@@ -192,10 +212,10 @@ class PretrainedConfig:
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs: Any) -> None:
         """Write ``config.json`` into ``save_directory`` (created if needed)."""
         if kwargs.pop("push_to_hub", False):
-            raise ConfigError("push_to_hub is not supported: upload the saved folder with huggingface_hub.")
+            raise UnsupportedArgumentError(
+                "push_to_hub is not supported: upload the saved folder with huggingface_hub."
+            )
         if kwargs:
-            from .errors import UnsupportedArgumentError
-
             raise UnsupportedArgumentError(f"save_pretrained() got unsupported arguments {sorted(kwargs)}.")
         if os.path.isfile(save_directory):
             raise ConfigError(f"{describe_path(save_directory)} is a file; save_pretrained needs a directory.")
@@ -203,8 +223,16 @@ class PretrainedConfig:
         self.to_json_file(os.path.join(save_directory, CONFIG_NAME))
 
     def update(self, values: dict[str, Any]) -> None:
+        """Set attributes from ``values``, keeping the derived ones consistent (call validate() after)."""
         for key, value in values.items():
-            setattr(self, key, value)
+            if key in ("dtype", "torch_dtype"):
+                self.dtype = parse_dtype(value)
+            else:
+                setattr(self, key, value)
+        if "id2label" in values:
+            self.id2label = _int_keyed_labels(self.id2label)
+            if "label2id" not in values:
+                self.label2id = {label: index for index, label in self.id2label.items()}
 
     @classmethod
     def from_dict(
@@ -213,26 +241,32 @@ class PretrainedConfig:
         """Build a config from a dictionary; ``kwargs`` that name attributes override values.
 
         Keyword arguments that are not attributes of the config are returned with
-        ``return_unused_kwargs=True`` and otherwise dropped, as in the reference library.
+        ``return_unused_kwargs=True``. Otherwise they raise UnsupportedArgumentError, where the
+        reference library drops them silently: a misspelled override never goes unnoticed.
         """
         if not isinstance(config_dict, dict):
             raise ConfigError(f"{cls.__name__}.from_dict needs a dict, got {type(config_dict).__name__}.")
         config = cls(**config_dict)
-        unused = {}
-        for key, value in kwargs.items():
-            if key in ("torch_dtype", "dtype"):
-                config.dtype = parse_dtype(value)
-            elif key == "num_labels" or hasattr(config, key):
-                setattr(config, key, value)
-            else:
-                unused[key] = value
-        if kwargs:
+        settable = ("dtype", "torch_dtype", "num_labels")
+        overrides = {key: value for key, value in kwargs.items() if key in settable or hasattr(config, key)}
+        unused = {key: value for key, value in kwargs.items() if key not in overrides}
+        if unused and not return_unused_kwargs:
+            raise UnsupportedArgumentError(
+                f"{sorted(unused)} are not attributes of {cls.__name__}; check their spelling, or pass "
+                "return_unused_kwargs=True to get them back."
+            )
+        if overrides:
+            config.update(overrides)
             config.validate()
         return (config, unused) if return_unused_kwargs else config
 
     @classmethod
     def from_json_file(cls, json_file: str | os.PathLike) -> PretrainedConfig:
-        return cls.from_dict(read_config_dict(json_file))
+        config_dict = read_config_dict(json_file)
+        try:
+            return cls.from_dict(config_dict)
+        except ConfigError as error:
+            raise ConfigError(f"{describe_path(json_file)}: {error}") from None
 
     @classmethod
     def from_pretrained(
@@ -249,8 +283,6 @@ class PretrainedConfig:
     ) -> PretrainedConfig | tuple[PretrainedConfig, dict[str, Any]]:
         """Load ``config.json`` from a directory, a path to the file itself, or a hub id."""
         if kwargs.pop("trust_remote_code", False):
-            from .errors import RemoteCodeError
-
             raise RemoteCodeError(REMOTE_CODE_MESSAGE)
         config_dict, config_file = load_config_dict(
             pretrained_model_name_or_path,

@@ -20,9 +20,11 @@ def atomic_destination(path: str | os.PathLike) -> Iterator[str]:
     os.makedirs(directory, exist_ok=True)
     fd, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
     os.close(fd)
-    os.chmod(temporary, 0o644)  # mkstemp makes files private; saved models are ordinary files
     try:
         yield temporary
+        # mkstemp makes files private, and some writers (safetensors) recreate the file as private
+        # too; saved models are ordinary files, so set the mode once the writer is done.
+        os.chmod(temporary, 0o644)
         os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -8,6 +8,7 @@ map, so a model whose stored dtype is the one asked for is never copied while lo
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import os
 import re
@@ -17,7 +18,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from .config import PretrainedConfig, parse_dtype
+from .config import REMOTE_CODE_MESSAGE, PretrainedConfig, parse_dtype
 from .errors import (
     ConfigError,
     RemoteCodeError,
@@ -32,6 +33,7 @@ from .nn.attention import check_attn_implementation
 from .weights.checkpoint import (
     SAFE_WEIGHTS_INDEX_NAME,
     SAFE_WEIGHTS_NAME,
+    WEIGHTS_NAME,
     Checkpoint,
     resolve_checkpoint,
     with_variant,
@@ -187,7 +189,10 @@ class PreTrainedModel(nn.Module):
         if kwargs:
             raise UnsupportedArgumentError(f"from_config() got unsupported arguments {sorted(kwargs)}.")
         config = copy.deepcopy(config)
-        config._attn_implementation = check_attn_implementation(attn_implementation)
+        # An explicit argument wins; otherwise a choice already made on the config stands.
+        config._attn_implementation = check_attn_implementation(
+            attn_implementation or getattr(config, "_attn_implementation", None)
+        )
         model = cls(config)
         dtype = parse_dtype(dtype if dtype is not None else torch_dtype)
         if dtype is not None:
@@ -261,6 +266,12 @@ class PreTrainedModel(nn.Module):
             self.set_output_embeddings(resized)
         self.config.vocab_size = new_num_tokens
         self.tie_weights()
+        tied_output = self.get_output_embeddings()
+        if isinstance(tied_output, nn.Linear):
+            tied_output.out_features = tied_output.weight.shape[0]  # tying swaps the weight, not the attribute
+        for module in (self, self.base_model):
+            if isinstance(getattr(module, "vocab_size", None), int):
+                module.vocab_size = new_num_tokens
         return self.get_input_embeddings()
 
     def _resized_rows(self, weight: torch.Tensor, rows: int, mean_resizing: bool) -> torch.Tensor:
@@ -345,11 +356,7 @@ class PreTrainedModel(nn.Module):
         ``output_loading_info=True`` also returns the missing, unexpected and mismatched keys.
         """
         if kwargs.pop("trust_remote_code", False):
-            raise RemoteCodeError(
-                "trust_remote_code=True is refused: torchformers never runs Python code shipped inside a "
-                "model repository. Use a supported model_type, or register your own classes with "
-                "AutoConfig.register(...) and AutoModel*.register(...)."
-            )
+            raise RemoteCodeError(REMOTE_CODE_MESSAGE)
         if model_args:
             raise UnsupportedArgumentError(
                 f"{cls.__name__}.from_pretrained() takes no extra positional arguments, got {len(model_args)}."
@@ -362,7 +369,7 @@ class PreTrainedModel(nn.Module):
         torch_dtype = kwargs.pop("torch_dtype", None)
         dtype = dtype if dtype is not None else torch_dtype
         device_map = resolve_device_map(kwargs.pop("device_map", None))
-        attn_implementation = check_attn_implementation(kwargs.pop("attn_implementation", None))
+        attn_implementation = kwargs.pop("attn_implementation", None)
         output_loading_info = kwargs.pop("output_loading_info", False)
         subfolder = kwargs.pop("subfolder", "")
         variant = kwargs.pop("variant", None)
@@ -376,7 +383,9 @@ class PreTrainedModel(nn.Module):
         }
 
         config = cls._load_config(pretrained_model_name_or_path, config, kwargs, hub_kwargs)
-        config._attn_implementation = attn_implementation
+        config._attn_implementation = check_attn_implementation(
+            attn_implementation or getattr(config, "_attn_implementation", None)
+        )
         checkpoint = resolve_checkpoint(
             pretrained_model_name_or_path, use_safetensors=use_safetensors, variant=variant, **hub_kwargs
         )
@@ -442,7 +451,6 @@ class PreTrainedModel(nn.Module):
         rename = self._rename_checkpoint_key(set(expected_tensors))
         loaded: dict[str, torch.Tensor] = {}
         unexpected, mismatched = [], []
-        source_file = {}
         for name, tensor, path in checkpoint.tensors():
             key = rename(name)
             if key in tied:
@@ -463,12 +471,11 @@ class PreTrainedModel(nn.Module):
                 continue
             cast = dtype if tensor.is_floating_point() and target.is_floating_point() else tensor.dtype
             loaded[key] = tensor.to(device=_device_for(key, device_map), dtype=cast)
-            source_file[key] = path
 
-        missing = [key for key in expected_tensors if key not in loaded and key not in tied]
-        new_heads = [k for k in missing if k.startswith(self._new_head_prefixes)] if self._new_head_prefixes else []
         mismatched_keys = [key for key, _, _ in mismatched]
-        absent = [k for k in missing if k not in new_heads and k not in mismatched_keys]
+        missing = [key for key in expected_tensors if key not in loaded and key not in tied and key not in mismatched_keys]
+        new_heads = [k for k in missing if k.startswith(self._new_head_prefixes)] if self._new_head_prefixes else []
+        absent = [k for k in missing if k not in new_heads]
         if absent:
             files = ", ".join(describe_path(f) for f in (checkpoint.index_file and [checkpoint.index_file]
                                                           or checkpoint.files))
@@ -564,18 +571,16 @@ class PreTrainedModel(nn.Module):
         else:
             stem, ext = weights_name.rsplit(".", 1)
             names = [f"{stem}-{i + 1:05d}-of-{len(shards):05d}.{ext}" for i in range(len(shards))]
-        for name, shard in zip(names, shards):
+        for name, shard in zip(names, shards, strict=True):
             save_safetensors(shard, os.path.join(save_directory, name))
         index_name = with_variant(SAFE_WEIGHTS_INDEX_NAME, variant)
         if len(shards) > 1:
             index = {
                 "metadata": {"total_size": sum(t.numel() * t.element_size() for t in tensors.values())},
-                "weight_map": {key: name for name, shard in zip(names, shards) for key in shard},
+                "weight_map": {key: name for name, shard in zip(names, shards, strict=True) for key in shard},
             }
-            import json
-
             atomic_write_text(os.path.join(save_directory, index_name), json.dumps(index, indent=2, sort_keys=True))
-        _remove_stale_weights(save_directory, keep=set(names) | ({index_name} if len(shards) > 1 else set()))
+        _remove_stale_weights(save_directory, set(names) | ({index_name} if len(shards) > 1 else set()), variant)
 
         config = copy.deepcopy(self.config)
         config.architectures = [type(self).__name__]
@@ -614,13 +619,27 @@ def _split_shards(tensors: dict[str, torch.Tensor], max_bytes: int) -> list[dict
     return shards
 
 
-_WEIGHT_FILE = re.compile(r"^(model|pytorch_model)([.-].*)?\.(safetensors|bin)(\.index\.json)?$")
+def _weight_file_pattern(variant: str | None) -> re.Pattern[str]:
+    """Names of this variant's weight files: single, sharded and index, safetensors and torch.
+
+    Other variants' files (``model.fp16.safetensors`` beside ``model.safetensors``) do not match,
+    so saving one variant never deletes another.
+    """
+    names = []
+    for single in (SAFE_WEIGHTS_NAME, WEIGHTS_NAME):
+        stem, ext = with_variant(single, variant).rsplit(".", 1)
+        names.append(rf"{re.escape(stem)}(-\d{{5}}-of-\d{{5}})?\.{ext}")
+        names.append(re.escape(with_variant(single + ".index.json", variant)))
+    return re.compile("|".join(names))
 
 
-def _remove_stale_weights(directory: str | os.PathLike, keep: set[str]) -> None:
+def _remove_stale_weights(directory: str | os.PathLike, keep: set[str], variant: str | None) -> None:
+    """Remove weight files of an earlier save of the same variant that this save did not write."""
+    pattern = _weight_file_pattern(variant)
     for name in os.listdir(directory):
-        if name not in keep and _WEIGHT_FILE.match(name) and os.path.isfile(os.path.join(directory, name)):
-            os.remove(os.path.join(directory, name))
+        path = os.path.join(directory, name)
+        if name not in keep and pattern.fullmatch(name) and os.path.isfile(path):
+            os.remove(path)
 
 
 def _resolve_dtype(dtype: Any, config: PretrainedConfig, checkpoint: Checkpoint) -> torch.dtype:

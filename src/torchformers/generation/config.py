@@ -53,6 +53,7 @@ GENERATION_DEFAULTS: dict[str, Any] = {
     "prompt_lookup_num_tokens": None,
 }
 _TOKEN_KEYS = ("pad_token_id", "bos_token_id", "eos_token_id", "decoder_start_token_id")
+_HUB_OPTIONS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder")
 
 
 class GenerationConfig:
@@ -62,7 +63,9 @@ class GenerationConfig:
         kwargs.pop("transformers_version", None)
         kwargs.pop("torchformers_version", None)
         self._from_model_config = bool(kwargs.pop("_from_model_config", False))
-        for key, value in {**copy.deepcopy(GENERATION_DEFAULTS), **kwargs}.items():
+        # The reference library writes null for a setting left at its default.
+        given = {key: value for key, value in kwargs.items() if value is not None or key not in GENERATION_DEFAULTS}
+        for key, value in {**copy.deepcopy(GENERATION_DEFAULTS), **given}.items():
             setattr(self, key, value)
         self.validate()
 
@@ -90,21 +93,30 @@ class GenerationConfig:
         return cls(**{**config_dict, **kwargs})
 
     @classmethod
-    def from_json_file(cls, json_file: str | os.PathLike) -> GenerationConfig:
+    def from_json_file(cls, json_file: str | os.PathLike, **kwargs: Any) -> GenerationConfig:
+        """Read a generation config file; ``kwargs`` override its values."""
+        config_dict = read_config_dict(json_file)
         try:
-            return cls.from_dict(read_config_dict(json_file))
+            return cls.from_dict(config_dict, **kwargs)
         except ConfigError as error:
-            if describe_path(json_file) in str(error):
-                raise
             raise ConfigError(f"{describe_path(json_file)}: {error}") from None
 
     @classmethod
     def from_pretrained(
         cls, pretrained_model_name: str | os.PathLike, config_file_name: str | None = None, **kwargs: Any
     ) -> GenerationConfig:
+        """Read ``generation_config.json`` (a directory, the file, or a hub id).
+
+        Hub options (``cache_dir``, ``revision``, ``local_files_only``...) locate the file; every
+        other keyword overrides a value, as in the reference library.
+        """
+        hub_kwargs = {key: kwargs.pop(key) for key in _HUB_OPTIONS if key in kwargs}
         name = os.fspath(pretrained_model_name)
-        path = name if os.path.isfile(name) else resolve_file(name, config_file_name or GENERATION_CONFIG_NAME, **kwargs)
-        return cls.from_json_file(path)
+        if os.path.isfile(name):
+            path = name
+        else:
+            path = resolve_file(name, config_file_name or GENERATION_CONFIG_NAME, **hub_kwargs)
+        return cls.from_json_file(path, **kwargs)
 
     def update(self, **kwargs: Any) -> dict[str, Any]:
         """Set the given attributes that exist; returns the ones that do not."""
@@ -121,7 +133,10 @@ class GenerationConfig:
         return {k: copy.deepcopy(v) for k, v in self.__dict__.items() if not k.startswith("_")}
 
     def to_diff_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in self.to_dict().items() if k not in GENERATION_DEFAULTS or GENERATION_DEFAULTS[k] != v}
+        diff = {k: v for k, v in self.to_dict().items() if k not in GENERATION_DEFAULTS or GENERATION_DEFAULTS[k] != v}
+        if self._from_model_config:
+            diff["_from_model_config"] = True  # as the reference writes it, so the flag survives a round trip
+        return diff
 
     def to_json_string(self, use_diff: bool = True) -> str:
         data = self.to_diff_dict() if use_diff else self.to_dict()

@@ -162,10 +162,12 @@ class _AutoModel:
                  exist_ok: bool = False) -> None:
         """Use ``model_class`` for configs of ``config_class``'s model_type."""
         model_type = config_class.model_type
-        if getattr(model_class, "config_class", config_class) is not config_class and not issubclass(
-            config_class, model_class.config_class
-        ):
-            raise ConfigError(f"{model_class.__name__}.config_class is not {config_class.__name__}.")
+        # from_pretrained reads config.json with model_class.config_class, so it must be this class.
+        if model_class.config_class is not config_class:
+            raise ConfigError(
+                f"{model_class.__name__}.config_class is {model_class.config_class.__name__}, not "
+                f"{config_class.__name__}; set config_class = {config_class.__name__} on the model class."
+            )
         if not exist_ok and (model_type in cls._builtin or model_type in cls._registered):
             raise ConfigError(f"{cls.__name__} already has a class for {model_type!r}; pass exist_ok=True.")
         cls._registered[model_type] = model_class

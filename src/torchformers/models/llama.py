@@ -88,7 +88,8 @@ class LlamaConfig(PretrainedConfig):
             "num_key_value_heads", "head_dim", "max_position_embeddings",
         )
         name = type(self).__name__
-        if self.hidden_size % self.num_attention_heads:
+        # Only the reference's Llama insists on this; its relatives accept any head_dim.
+        if self.model_type == "llama" and self.hidden_size % self.num_attention_heads:
             raise ConfigError(
                 f"{name}: hidden_size ({self.hidden_size}) is not a multiple of num_attention_heads "
                 f"({self.num_attention_heads})."
@@ -135,11 +136,13 @@ class Qwen2Config(LlamaConfig):
     """Configuration of Qwen2 models: biases on q, k and v; optional sliding window on upper layers."""
 
     model_type = "qwen2"
-    defaults = {**_COMMON_DEFAULTS, "vocab_size": 151936, "intermediate_size": 22016,
+    defaults = {**_COMMON_DEFAULTS, "vocab_size": 151936, "intermediate_size": 22016, "num_key_value_heads": 32,
                 "max_position_embeddings": 32768, "bos_token_id": None, "eos_token_id": None,
-                "use_sliding_window": False, "sliding_window": None, "max_window_layers": 28, "layer_types": None}
+                "use_sliding_window": False, "sliding_window": 4096, "max_window_layers": 28, "layer_types": None}
 
     def normalize(self) -> None:
+        # The reference's Qwen2 config has no head_dim: a derived one is not written back.
+        self._derived_head_dim = self.head_dim is None
         super().normalize()
         if not self.use_sliding_window:
             self.sliding_window = None
@@ -160,6 +163,12 @@ class Qwen2Config(LlamaConfig):
                 f"of the {self.num_hidden_layers} layers."
             )
 
+    def to_dict(self) -> dict[str, Any]:
+        output = super().to_dict()
+        if self._derived_head_dim and output.get("head_dim") == self.hidden_size // self.num_attention_heads:
+            del output["head_dim"]
+        return output
+
     def layout(self) -> DecoderLayout:
         return DecoderLayout(True, False, False, qk_norm=False)
 
@@ -171,7 +180,7 @@ class Qwen3Config(Qwen2Config):
     """Configuration of Qwen3 models: RMS norms on each query and key head."""
 
     model_type = "qwen3"
-    defaults = {**Qwen2Config.defaults, "attention_bias": False}
+    defaults = {**Qwen2Config.defaults, "head_dim": 128, "attention_bias": False}
 
     def layout(self) -> DecoderLayout:
         return DecoderLayout(self.attention_bias, self.attention_bias, False, qk_norm=True)
@@ -299,7 +308,10 @@ class LlamaModel(LlamaPreTrainedModel):
         use_cache = config.use_cache if use_cache is None else use_cache
         checkpointing = self.gradient_checkpointing and self.training
         if checkpointing:
-            use_cache = False  # recomputation in backward cannot replay cache writes
+            # Recomputation in backward cannot replay cache writes.
+            use_cache, past_key_values = False, None
+        # A cache that is passed in is read and extended whatever use_cache says (as in the
+        # reference); use_cache decides only whether it is returned.
         if use_cache and past_key_values is None:
             past_key_values = DynamicCache()
         batch, length = inputs_embeds.shape[:2]
@@ -329,8 +341,7 @@ class LlamaModel(LlamaPreTrainedModel):
                 )
             else:
                 hidden_states, weights = layer(
-                    hidden_states, position_embeddings, mask, past_key_values if use_cache else None,
-                    output_attentions,
+                    hidden_states, position_embeddings, mask, past_key_values, output_attentions
                 )
             if output_attentions:
                 all_attentions += (weights,)

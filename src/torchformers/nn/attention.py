@@ -39,9 +39,11 @@ def build_attention_mask(
     """The (batch, 1, query, key) boolean mask, or ``None`` when plain causal attention does.
 
     ``attention_mask`` is the user's 2-D padding mask over all keys (past and new) with 1 for
-    real tokens. A padded query position keeps its own key so that its row is never empty:
-    an empty row would make SDPA return NaN, which would then leak through the value
-    vectors of later layers. Real tokens never see padding either way.
+    real tokens. A padding query may be left with no key at all, as in the reference
+    library: SDPA then returns zeros for it (torch >= 2.5) and the eager softmax spreads
+    evenly over the keys, so padded positions match the reference in both implementations.
+    This matters for losses over left-padded batches, where the last padding position
+    predicts the first real token.
     """
     key_length = past_length + query_length
     has_padding = attention_mask is not None and not bool(attention_mask.all())
@@ -59,7 +61,7 @@ def build_attention_mask(
     allowed = allowed[None, None].expand(batch_size, 1, query_length, key_length)
     if has_padding:
         keys_real = attention_mask[:, None, None, -key_length:].to(device=device, dtype=torch.bool)
-        allowed = allowed & (keys_real | (key_positions == query_positions))
+        allowed = allowed & keys_real
     return allowed
 
 

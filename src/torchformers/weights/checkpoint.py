@@ -22,10 +22,14 @@ WEIGHTS_INDEX_NAME = "pytorch_model.bin.index.json"
 
 
 def with_variant(filename: str, variant: str | None) -> str:
-    """``model.safetensors`` -> ``model.fp16.safetensors`` for ``variant="fp16"``."""
+    """The reference's variant names: the variant goes before the last suffix.
+
+    ``model.safetensors`` -> ``model.fp16.safetensors`` and
+    ``model.safetensors.index.json`` -> ``model.safetensors.index.fp16.json`` for ``variant="fp16"``.
+    """
     if not variant:
         return filename
-    stem, ext = filename.split(".", 1)
+    stem, ext = filename.rsplit(".", 1)
     return f"{stem}.{variant}.{ext}"
 
 
@@ -102,6 +106,11 @@ def _resolve_shards(name_or_path: str | os.PathLike, index_file: str, hub_kwargs
         raise CheckpointError(f"{where} has an empty or invalid 'weight_map'; re-download it.")
     shards: dict[str, str] = {}
     for key, shard in weight_map.items():
+        if not isinstance(shard, str) or not shard or os.path.isabs(shard) or ".." in shard.split("/"):
+            raise CheckpointError(
+                f"{where}: 'weight_map' sends {key!r} to {shard!r}, which is not a file name inside the "
+                "model directory; re-download the index."
+            )
         shards.setdefault(shard, key)
     local_dir = os.path.dirname(index_file)
     paths = []
