@@ -22,6 +22,16 @@ TINY_LLAMA = {
 }
 
 
+@pytest.fixture(autouse=True, scope="session")
+def one_thread():
+    """One intra-op thread: on matrices this small, waking a thread pool costs more than it saves,
+    and on a busy machine a pool can stall for hundreds of milliseconds per call."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture
 def tiny_llama_kwargs() -> dict[str, int]:
     """Keyword arguments of a tiny Llama config (valid for torchformers and the reference)."""

@@ -324,9 +324,13 @@ def test_invalid_values_raise_config_error(tiny_llama_kwargs, bad, key):
         LlamaConfig(**{**tiny_llama_kwargs, **bad})
 
 
-@pytest.mark.parametrize("bad", [{"hidden_size": "32"}, {"hidden_size": None}, {"rope_parameters": "abc"}])
-def test_values_of_the_wrong_type_raise_config_error(tiny_llama_kwargs, bad):
-    with pytest.raises(ConfigError, match="wrong type"):
+@pytest.mark.parametrize(
+    ("bad", "key"),
+    [({"hidden_size": "32"}, "hidden_size"), ({"hidden_size": None}, "hidden_size"),
+     ({"rope_parameters": "abc"}, "rope_parameters")],
+)
+def test_values_of_the_wrong_type_raise_config_error_naming_the_key(tiny_llama_kwargs, bad, key):
+    with pytest.raises(ConfigError, match=key):
         LlamaConfig(**{**tiny_llama_kwargs, **bad})
 
 

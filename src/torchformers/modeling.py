@@ -7,12 +7,13 @@ map, so a model whose stored dtype is the one asked for is never copied while lo
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
 import torch
@@ -125,6 +126,28 @@ def _move_to(value: Any, device: torch.device) -> Any:
     return value
 
 
+_INIT_FUNCTIONS = ("normal_", "uniform_", "kaiming_uniform_", "kaiming_normal_", "xavier_uniform_",
+                   "xavier_normal_", "trunc_normal_", "zeros_", "ones_", "constant_")
+
+
+@contextlib.contextmanager
+def no_init_weights() -> Iterator[None]:
+    """Make ``torch.nn.init`` functions no-ops while a model is built for loading.
+
+    On the meta device they cost no memory, but some (``normal_``) run through torch's
+    decomposition machinery, whose first use imports ``torch._dynamo`` and sympy: over a
+    second and ~75 MB for values that the checkpoint replaces anyway.
+    """
+    saved = {name: getattr(nn.init, name) for name in _INIT_FUNCTIONS}
+    for name in _INIT_FUNCTIONS:
+        setattr(nn.init, name, lambda tensor, *args, **kwargs: tensor)
+    try:
+        yield
+    finally:
+        for name, function in saved.items():
+            setattr(nn.init, name, function)
+
+
 class PreTrainedModel(nn.Module):
     """Base class of every model: the reference library's loading, saving and utilities.
 
@@ -198,7 +221,14 @@ class PreTrainedModel(nn.Module):
         if dtype is not None:
             model.to(dtype)
             model.config.dtype = dtype
+            model._reset_computed_buffers({"": model.device})  # `to` also cast them; they stay float32
         return model
+
+    def _reset_computed_buffers(self, device_map: dict[str, torch.device]) -> None:
+        """Recompute buffers that are derived, not stored (rotary frequencies), on their devices."""
+        for module_name, module in self.named_modules():
+            if hasattr(module, "reset_buffers"):
+                module.reset_buffers(_device_for(module_name, device_map))
 
     # -- weight tying --------------------------------------------------------------------
     def tied_weight_keys(self) -> dict[str, str]:
@@ -214,13 +244,13 @@ class PreTrainedModel(nn.Module):
     def get_input_embeddings(self) -> nn.Module:
         base = getattr(self, self.base_model_prefix, self)
         if base is self:
-            raise NotImplementedError(f"{type(self).__name__} must define get_input_embeddings")
+            raise UnsupportedArgumentError(f"{type(self).__name__} has no input embeddings.")
         return base.get_input_embeddings()
 
     def set_input_embeddings(self, value: nn.Module) -> None:
         base = getattr(self, self.base_model_prefix, self)
         if base is self:
-            raise NotImplementedError(f"{type(self).__name__} must define set_input_embeddings")
+            raise UnsupportedArgumentError(f"{type(self).__name__} has no input embeddings.")
         base.set_input_embeddings(value)
 
     def get_output_embeddings(self) -> nn.Module | None:
@@ -392,7 +422,7 @@ class PreTrainedModel(nn.Module):
         dtype = _resolve_dtype(dtype, config, checkpoint)
         config.dtype = dtype
 
-        with torch.device("meta"):
+        with torch.device("meta"), no_init_weights():
             model = cls(config)
         info = model._load_checkpoint(checkpoint, dtype, device_map, ignore_mismatched_sizes)
         model.name_or_path = str(pretrained_model_name_or_path)
@@ -497,9 +527,7 @@ class PreTrainedModel(nn.Module):
             )
         if unexpected:
             logger.info("Checkpoint tensors not used by %s: %s", type(self).__name__, unexpected)
-        for module_name, module in self.named_modules():
-            if hasattr(module, "reset_buffers"):
-                module.reset_buffers(_device_for(module_name, device_map))
+        self._reset_computed_buffers(device_map)
         still_meta = [n for n, t in [*self.named_parameters(), *self.named_buffers()] if t.is_meta]
         if still_meta:
             raise WeightsMismatchError(f"{type(self).__name__} has weights with no value after loading: {still_meta}")

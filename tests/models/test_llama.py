@@ -102,16 +102,6 @@ OUR_CLASSES = {
 
 
 # -- helpers ---------------------------------------------------------------------------------
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: on matrices this small, waking a thread pool costs more than it saves,
-    and on a busy machine a pool can stall for hundreds of milliseconds per call."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def randomize_(model: torch.nn.Module, seed: int = 0) -> None:
     """Overwrite every parameter with seeded noise (norm weights around one)."""
     generator = torch.Generator().manual_seed(seed)

@@ -71,6 +71,13 @@ class LlamaConfig(PretrainedConfig):
     attribute_map: ClassVar[dict[str, str]] = {"rope_scaling": "rope_parameters"}
 
     def normalize(self) -> None:
+        # Derived values need these to be sane; checking here names the key that is not.
+        self.require_positive_ints("hidden_size", "num_attention_heads", "num_hidden_layers", "max_position_embeddings")
+        if self.rope_parameters is not None and not isinstance(self.rope_parameters, dict):
+            raise ConfigError(
+                f"{type(self).__name__}: rope_parameters (or rope_scaling) must be a dict such as "
+                f'{{"rope_type": "linear", "factor": 2.0}}, got {self.rope_parameters!r}.'
+            )
         if self.num_key_value_heads is None:
             self.num_key_value_heads = self.num_attention_heads
         if self.head_dim is None and isinstance(self.num_attention_heads, int) and self.num_attention_heads > 0:

@@ -17,8 +17,9 @@ class DynamicCache:
     ``reorder_cache``, indexing by layer and ``len``.
     """
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        # The reference accepts a config and other hints here; nothing needs them.
+    def __init__(self, config: object = None) -> None:
+        # The reference takes the model config (to size sliding-window layers); every layer
+        # here keeps its whole past and the mask applies any window, so it is not needed.
         self._keys: list[torch.Tensor] = []
         self._values: list[torch.Tensor] = []
         self._lengths: list[int] = []

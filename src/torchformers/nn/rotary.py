@@ -47,13 +47,16 @@ def validate_rope_parameters(params: dict[str, Any]) -> None:
 
 
 def _default_inv_freq(base: float, dim: int) -> torch.Tensor:
-    return 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.int64).to(torch.float) / dim))
+    return 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.int64, device="cpu").to(torch.float) / dim))
 
 
 def compute_inv_freq(
     params: dict[str, Any], head_dim: int, max_position_embeddings: int, seq_len: int | None = None
 ) -> tuple[torch.Tensor, float]:
     """Inverse frequencies for one head and the factor that scales cos and sin.
+
+    Always computed on the CPU (they are tiny), also while a model is built on the meta
+    device, where some of these ops would pull in torch's slow-to-import decompositions.
 
     ``seq_len`` matters only to ``dynamic`` scaling, whose base grows with the sequence.
     """
@@ -118,10 +121,10 @@ def _yarn_inv_freq(params: dict[str, Any], base: float, dim: int, max_positions:
     if low == high:
         high += 0.001  # keeps the ramp finite
 
-    pos_freqs = base ** (torch.arange(0, dim, 2).to(dtype=torch.float) / dim)
+    pos_freqs = base ** (torch.arange(0, dim, 2, device="cpu").to(dtype=torch.float) / dim)
     extrapolated = 1.0 / pos_freqs
     interpolated = 1.0 / (factor * pos_freqs)
-    ramp = torch.clamp((torch.arange(dim // 2, dtype=torch.float32) - low) / (high - low), 0, 1)
+    ramp = torch.clamp((torch.arange(dim // 2, dtype=torch.float32, device="cpu") - low) / (high - low), 0, 1)
     keep_extrapolated = 1 - ramp
     inv_freq = interpolated * (1 - keep_extrapolated) + extrapolated * keep_extrapolated
     return inv_freq, attention_factor
