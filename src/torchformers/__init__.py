@@ -21,6 +21,10 @@ _LAZY_NAMES: dict[str, str] = {
     "AutoModel": "models.auto",
     "AutoModelForCausalLM": "models.auto",
     "AutoModelForSequenceClassification": "models.auto",
+    "AutoModelForMaskedLM": "models.auto",
+    "AutoModelForTokenClassification": "models.auto",
+    "AutoModelForQuestionAnswering": "models.auto",
+    "AutoModelForMultipleChoice": "models.auto",
     "DynamicCache": "nn.cache",
     "set_seed": "seeding",
     "errors": "errors",
@@ -31,8 +35,51 @@ _FAMILY_NAMES = {
         for family in ("Llama", "Mistral", "Qwen2", "Qwen3")
         for suffix in ("Config", "PreTrainedModel", "Model", "ForCausalLM", "ForSequenceClassification")
     ],
+    "models.gpt2": [
+        f"GPT2{suffix}"
+        for suffix in ("Config", "PreTrainedModel", "Model", "LMHeadModel", "ForSequenceClassification",
+                       "ForTokenClassification", "ForQuestionAnswering")
+    ],
+    **{
+        module: [
+            f"{family}{suffix}"
+            for family in families
+            for suffix in ("Config", "PreTrainedModel", "Model", "ForMaskedLM", "ForSequenceClassification",
+                           "ForTokenClassification", "ForQuestionAnswering", "ForMultipleChoice")
+        ]
+        for module, families in (("models.bert", ["Bert"]), ("models.roberta", ["Roberta", "XLMRoberta"]),
+                                 ("models.distilbert", ["DistilBert"]))
+    },
 }
 for _module, _names in _FAMILY_NAMES.items():
+    _LAZY_NAMES.update(dict.fromkeys(_names, _module))
+_TOKENIZATION_NAMES = {
+    "tokenization.auto": ["AutoTokenizer"],
+    "tokenization.base": ["BatchEncoding", "PreTrainedTokenizerBase"],
+    "tokenization.fast": ["PreTrainedTokenizerFast", "BertTokenizerFast", "GPT2TokenizerFast", "LlamaTokenizerFast",
+                          "T5TokenizerFast"],
+    "tokenization.slow": ["PreTrainedTokenizer", "BertTokenizer", "GPT2Tokenizer", "LlamaTokenizer", "T5Tokenizer"],
+}
+for _module, _names in _TOKENIZATION_NAMES.items():
+    _LAZY_NAMES.update(dict.fromkeys(_names, _module))
+
+_GENERATION_NAMES = {
+    "generation.logits": [
+        "LogitsProcessor", "LogitsProcessorList", "MinLengthLogitsProcessor", "MinNewTokensLengthLogitsProcessor",
+        "TemperatureLogitsWarper", "TopKLogitsWarper", "TopPLogitsWarper", "MinPLogitsWarper", "TypicalLogitsWarper",
+        "EpsilonLogitsWarper", "EtaLogitsWarper", "RepetitionPenaltyLogitsProcessor", "NoRepeatNGramLogitsProcessor",
+        "NoBadWordsLogitsProcessor", "SequenceBiasLogitsProcessor", "ForcedBOSTokenLogitsProcessor",
+        "ForcedEOSTokenLogitsProcessor", "SuppressTokensLogitsProcessor", "SuppressTokensAtBeginLogitsProcessor",
+        "PrefixConstrainedLogitsProcessor", "InfNanRemoveLogitsProcessor", "LogitNormalization",
+        "ExponentialDecayLengthPenalty",
+    ],
+    "generation.stopping": ["StoppingCriteria", "StoppingCriteriaList", "MaxLengthCriteria", "MaxTimeCriteria",
+                            "EosTokenCriteria", "StopStringCriteria"],
+    "generation.streamers": ["BaseStreamer", "TextStreamer", "TextIteratorStreamer"],
+    "generation.utils": ["GenerationMixin", "GenerateDecoderOnlyOutput", "GenerateBeamDecoderOnlyOutput"],
+    "nn.cache": ["StaticCache"],
+}
+for _module, _names in _GENERATION_NAMES.items():
     _LAZY_NAMES.update(dict.fromkeys(_names, _module))
 
 __all__ = sorted(_LAZY_NAMES) + ["__version__"]

@@ -39,6 +39,11 @@ class UnsupportedArgumentError(TorchformersError, TypeError):
     """A keyword argument torchformers does not support (it is never silently ignored)."""
 
 
+class GenerationError(TorchformersError, ValueError):
+    """``generate()`` got inputs or options that cannot work together: an empty prompt without a
+    BOS token, conflicting options, a cache too small for the requested length."""
+
+
 class RemoteCodeError(TorchformersError, ValueError):
     """``trust_remote_code=True`` was asked for; torchformers never runs code from a model repository."""
 
@@ -46,3 +51,16 @@ class RemoteCodeError(TorchformersError, ValueError):
 def describe_path(path: str | os.PathLike) -> str:
     """A path as messages show it: absolute, so users can find the file."""
     return os.path.abspath(os.fspath(path))
+
+
+class TokenizerError(TorchformersError, ValueError):
+    """A tokenizer's input or configuration is invalid: a non-string text, an inconsistent special token,
+    a truncation that cannot be done."""
+
+
+class TokenizerFileError(TorchformersError, OSError):
+    """A tokenizer file (``vocab.txt``, ``tokenizer.json``, ``tokenizer.model``...) is missing or corrupt."""
+
+
+class ChatTemplateError(TokenizerError):
+    """A chat template failed to compile or raised while rendering; the message names the template."""

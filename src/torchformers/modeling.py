@@ -66,6 +66,8 @@ _UNSUPPORTED_LOAD_OPTIONS = {
     "adapter_kwargs": "adapters are not supported by this version of torchformers.",
     "proxies": "configure proxies through huggingface_hub's environment variables.",
 }
+# Legacy parameter names of early checkpoints -> current ones (the reference renames them too).
+_LEGACY_SUFFIXES = {"LayerNorm.gamma": "LayerNorm.weight", "LayerNorm.beta": "LayerNorm.bias"}
 _SIZE_UNITS = {"KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40, "KB": 10**3, "MB": 10**6, "GB": 10**9,
                "TB": 10**12, "B": 1}
 
@@ -295,6 +297,14 @@ class PreTrainedModel(nn.Module):
                 resized.bias.data = bias
             self.set_output_embeddings(resized)
         self.config.vocab_size = new_num_tokens
+        for source in self.tied_weight_keys().values():
+            # A tied output bias (BERT's cls.predictions.bias) follows the vocabulary too.
+            param = self.get_parameter(source)
+            if param.ndim == 1 and param.shape[0] == old.num_embeddings != new_num_tokens:
+                bias = param.new_zeros(new_num_tokens)
+                keep = min(new_num_tokens, param.shape[0])
+                bias[:keep] = param.data[:keep]
+                param.data = bias
         self.tie_weights()
         tied_output = self.get_output_embeddings()
         if isinstance(tied_output, nn.Linear):
@@ -462,12 +472,23 @@ class PreTrainedModel(nn.Module):
         return config
 
     def _rename_checkpoint_key(self, expected: set[str]) -> Callable[[str], str]:
-        """Map checkpoint names to ours when a head model loads a base checkpoint or the reverse."""
+        """Map checkpoint names to ours when a head model loads a base checkpoint or the reverse.
+
+        Also reads the legacy ``LayerNorm.gamma``/``LayerNorm.beta`` names of early BERT-era
+        checkpoints as ``LayerNorm.weight``/``LayerNorm.bias``, as the reference does.
+        """
         prefix = self.base_model_prefix + "."
         is_head_model = isinstance(getattr(self, self.base_model_prefix, None), nn.Module)
-        if is_head_model:
-            return lambda name: prefix + name if name not in expected and prefix + name in expected else name
-        return lambda name: name[len(prefix):] if name.startswith(prefix) and name not in expected else name
+
+        def rename(name: str) -> str:
+            for legacy, current in _LEGACY_SUFFIXES.items():
+                if name.endswith(legacy) and name not in expected:
+                    name = name[: -len(legacy)] + current
+            if is_head_model:
+                return prefix + name if name not in expected and prefix + name in expected else name
+            return name[len(prefix):] if name.startswith(prefix) and name not in expected else name
+
+        return rename
 
     def _load_checkpoint(
         self,
@@ -481,10 +502,13 @@ class PreTrainedModel(nn.Module):
         rename = self._rename_checkpoint_key(set(expected_tensors))
         loaded: dict[str, torch.Tensor] = {}
         unexpected, mismatched = [], []
+        stored_tied: dict[str, torch.Tensor] = {}
         for name, tensor, path in checkpoint.tensors():
             key = rename(name)
             if key in tied:
-                continue  # the tied parameter is its source; a stored copy is redundant
+                # The tied parameter is its source; a stored copy is redundant unless the source is absent.
+                stored_tied[key] = tensor
+                continue
             target = expected_tensors.get(key)
             if target is None:
                 unexpected.append(name)
@@ -502,9 +526,17 @@ class PreTrainedModel(nn.Module):
             cast = dtype if tensor.is_floating_point() and target.is_floating_point() else tensor.dtype
             loaded[key] = tensor.to(device=_device_for(key, device_map), dtype=cast)
 
+        for target, source in tied.items():
+            if source not in loaded and target in stored_tied and source in expected_tensors:
+                # Some checkpoints store only the tied copy (the reference ties in both directions).
+                tensor = stored_tied[target]
+                if tuple(tensor.shape) == tuple(expected_tensors[source].shape):
+                    cast = dtype if tensor.is_floating_point() else tensor.dtype
+                    loaded[source] = tensor.to(device=_device_for(source, device_map), dtype=cast)
         mismatched_keys = [key for key, _, _ in mismatched]
         missing = [key for key in expected_tensors if key not in loaded and key not in tied and key not in mismatched_keys]
-        new_heads = [k for k in missing if k.startswith(self._new_head_prefixes)] if self._new_head_prefixes else []
+        new_head_prefixes = self._fresh_head_prefixes()
+        new_heads = [k for k in missing if k.startswith(new_head_prefixes)] if new_head_prefixes else []
         absent = [k for k in missing if k not in new_heads]
         if absent:
             files = ", ".join(describe_path(f) for f in (checkpoint.index_file and [checkpoint.index_file]
@@ -520,6 +552,7 @@ class PreTrainedModel(nn.Module):
         fresh = new_heads + mismatched_keys
         if fresh:
             self._materialize_fresh(fresh, dtype, device_map)
+            self.tie_weights()  # a fresh parameter may be the source of a tied one
             logger.warning(
                 "Some weights of %s were not in the checkpoint and are newly initialized: %s. "
                 "Train the model on a downstream task before using it for predictions.",
@@ -534,6 +567,15 @@ class PreTrainedModel(nn.Module):
         self._install_device_hooks(device_map)
         return {"missing_keys": new_heads, "unexpected_keys": unexpected, "mismatched_keys": mismatched,
                 "error_msgs": []}
+
+    def _fresh_head_prefixes(self) -> tuple[str, ...]:
+        """Modules a checkpoint may lack: this class's new heads and, in a head model, its base
+        model's (an encoder's pooler, say)."""
+        prefixes = tuple(self._new_head_prefixes)
+        base = getattr(self, self.base_model_prefix, None)
+        if isinstance(base, PreTrainedModel):
+            prefixes += tuple(f"{self.base_model_prefix}.{prefix}" for prefix in base._new_head_prefixes)
+        return prefixes
 
     def _materialize_fresh(self, keys: list[str], dtype: torch.dtype, device_map: dict[str, torch.device]) -> None:
         """Give real, initialized memory to the parameters the checkpoint did not provide."""
@@ -685,3 +727,15 @@ def _load_generation_config(
     if path is None:
         return GenerationConfig.from_model_config(config)
     return GenerationConfig.from_json_file(path)
+
+
+def relative_class(name: str, bases: tuple[type, ...], module: str, **attributes: Any) -> type:
+    """A class called ``name`` deriving from ``bases``, with some class attributes set.
+
+    A relative family (XLM-RoBERTa over RoBERTa, RoBERTa's heads over BERT's) is mostly a
+    config class and names: each of its classes derives from the family's own
+    ``PreTrainedModel`` (config class, base-model prefix) and the matching class it shares,
+    and is registered under the name users import. The docstring is the last base's.
+    """
+    namespace = {"__module__": module, "__qualname__": name, "__doc__": bases[-1].__doc__, **attributes}
+    return type(name, bases, namespace)

@@ -86,3 +86,51 @@ def test_from_pretrained_keywords_override_values(tmp_path):
     with pytest.raises(ConfigError) as caught:
         GenerationConfig.from_pretrained(tmp_path, top_k=-3)
     assert str(tmp_path / "generation_config.json") in str(caught.value) and "top_k" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("values", "key"),
+    [
+        ({"top_p": 1.2}, "top_p"), ({"typical_p": 0}, "typical_p"), ({"min_p": 2}, "min_p"),
+        ({"num_beams": 6, "num_beam_groups": 4}, "num_beam_groups"), ({"early_stopping": "sometimes"}, "early_stopping"),
+        ({"max_new_tokens": 0}, "max_new_tokens"), ({"repetition_penalty": 0}, "repetition_penalty"),
+        ({"num_return_sequences": 3}, "num_return_sequences"),
+        ({"num_beams": 2, "num_return_sequences": 3}, "num_return_sequences"),
+        ({"eos_token_id": "2"}, "eos_token_id"), ({"bad_words_ids": [[1], "x"]}, "bad_words_ids"),
+        ({"sequence_bias": {(1,): "high"}}, "sequence_bias"), ({"stop_strings": [""]}, "stop_strings"),
+        ({"cache_implementation": "fancy"}, "cache_implementation"), ({"max_time": -1}, "max_time"),
+        ({"streamer": object()}, "streamer"),
+    ],
+)
+def test_more_invalid_values(values, key):
+    with pytest.raises(ConfigError, match=key):
+        GenerationConfig(**values)
+
+
+def test_valid_combinations_and_modes():
+    assert GenerationConfig(num_beams=6, num_beam_groups=3).get_generation_mode() == "group_beam_search"
+    assert GenerationConfig(num_return_sequences=3, do_sample=True).get_generation_mode() == "sample"
+    assert GenerationConfig(num_beams=3, do_sample=True).get_generation_mode() == "beam_sample"
+    assert GenerationConfig(prompt_lookup_num_tokens=3).get_generation_mode() == "assisted_generation"
+    assert GenerationConfig().get_generation_mode(assistant_model=object()) == "assisted_generation"
+    assert GenerationConfig(early_stopping="never", eos_token_id=[1, 2], sequence_bias=[[[3, 4], -1.0]]).validate() is None
+
+
+def test_explicit_settings_are_remembered_and_saved(tmp_path):
+    config = GenerationConfig(max_new_tokens=5)
+    assert config.is_set("max_new_tokens") and not config.is_set("max_length")
+    config.max_length = 20  # the default value, but now chosen explicitly
+    assert config.is_set("max_length")
+    config.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "generation_config.json").read_text())["max_length"] == 20
+    assert GenerationConfig.from_pretrained(tmp_path).is_set("max_length")
+    merged = GenerationConfig(top_k=7, temperature=0.5).merged_with(GenerationConfig(top_k=3))
+    assert (merged.top_k, merged.temperature) == (3, 0.5)
+
+
+def test_none_in_update_switches_settings_off_as_the_reference_does():
+    config = GenerationConfig(top_k=7, max_length=30)
+    config.update(top_k=None, temperature=None, max_length=None)
+    assert (config.top_k, config.temperature, config.max_length) == (0, 1.0, 20)
+    assert not config.is_set("max_length")
+    assert transformers.GenerationConfig(top_k=None).top_k is None  # the reference's spelling of "unset"

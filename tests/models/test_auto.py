@@ -158,3 +158,40 @@ def test_register_refuses_inconsistent_classes(registered):
     with pytest.raises(ConfigError, match="already has a class for 'llama'"):
         AutoModel.register(llama_config, torchformers.LlamaModel)
 
+
+
+ENCODER_AND_GPT2_CLASSES = {
+    "bert": ("Bert", ["Model", "ForMaskedLM", "ForSequenceClassification", "ForTokenClassification",
+                      "ForQuestionAnswering", "ForMultipleChoice"]),
+    "roberta": ("Roberta", ["Model", "ForMaskedLM", "ForSequenceClassification", "ForTokenClassification",
+                            "ForQuestionAnswering", "ForMultipleChoice"]),
+    "xlm-roberta": ("XLMRoberta", ["Model", "ForMaskedLM", "ForSequenceClassification", "ForTokenClassification",
+                                   "ForQuestionAnswering", "ForMultipleChoice"]),
+    "distilbert": ("DistilBert", ["Model", "ForMaskedLM", "ForSequenceClassification", "ForTokenClassification",
+                                  "ForQuestionAnswering", "ForMultipleChoice"]),
+    "gpt2": ("GPT2", ["Model", "LMHeadModel", "ForSequenceClassification", "ForTokenClassification",
+                      "ForQuestionAnswering"]),
+}
+TASK_AUTO_CLASSES = {
+    "Model": "AutoModel", "LMHeadModel": "AutoModelForCausalLM", "ForMaskedLM": "AutoModelForMaskedLM",
+    "ForSequenceClassification": "AutoModelForSequenceClassification",
+    "ForTokenClassification": "AutoModelForTokenClassification",
+    "ForQuestionAnswering": "AutoModelForQuestionAnswering", "ForMultipleChoice": "AutoModelForMultipleChoice",
+}
+
+
+@pytest.mark.parametrize("model_type", sorted(ENCODER_AND_GPT2_CLASSES))
+def test_auto_classes_pick_the_encoder_and_gpt2_families(model_type):
+    prefix, suffixes = ENCODER_AND_GPT2_CLASSES[model_type]
+    config = AutoConfig.for_model(model_type, vocab_size=50, hidden_size=16, num_hidden_layers=1,
+                                  num_attention_heads=2)
+    assert type(config).__name__ == f"{prefix}Config"
+    for suffix in suffixes:
+        auto_class = getattr(torchformers, TASK_AUTO_CLASSES[suffix])
+        model = auto_class.from_config(config)
+        assert type(model) is getattr(torchformers, prefix + suffix)
+    for task_auto in set(TASK_AUTO_CLASSES.values()) - {TASK_AUTO_CLASSES[s] for s in suffixes}:
+        with pytest.raises(UnknownModelTypeError, match=model_type):
+            getattr(torchformers, task_auto).from_config(config)
+        with pytest.raises(OSError, match="from_pretrained"):
+            getattr(torchformers, task_auto)()

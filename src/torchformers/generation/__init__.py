@@ -1,1 +1,1 @@
-"""Text generation: configuration and decoding."""
+"""Text generation: configuration, logits processors, stopping criteria, streamers and decoding loops."""

@@ -1,88 +1,493 @@
 """GenerationMixin: ``generate()`` for causal language models.
 
-This first version decodes greedily (the reference library's default strategy) with a KV
-cache and left-padded batches. Other strategies raise UnsupportedArgumentError naming the
-option rather than being ignored.
+``generate`` turns the call into a prepared :class:`GenerationConfig` (the model's defaults,
+a passed config and keyword arguments, in the reference library's order of precedence),
+checks the prompt and the options, builds the logits processors and stopping criteria,
+prepares the KV cache and runs one of the loops in :mod:`.search`. Options it does not
+implement raise :class:`UnsupportedArgumentError` naming them; inconsistent inputs raise
+:class:`GenerationError`. Nothing is silently ignored.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
+import logging
+from collections.abc import Callable
 from typing import Any
 
 import torch
+from torch import nn
 
-from ..errors import UnsupportedArgumentError
-from ..nn.cache import DynamicCache
+from ..errors import GenerationError, UnsupportedArgumentError
+from ..nn.cache import DynamicCache, StaticCache
+from ..outputs import ModelOutput
 from .config import GenerationConfig
+from .logits import LogitsProcessorList, build_logits_processors, merge_custom
+from .search import (
+    AssistantCandidates,
+    DecodeResult,
+    ModelStepper,
+    PromptLookupCandidates,
+    Recorder,
+    assisted_decoding,
+    beam_search,
+    greedy_or_sample,
+)
+from .stopping import (
+    EosTokenCriteria,
+    MaxLengthCriteria,
+    MaxTimeCriteria,
+    StoppingCriteriaList,
+    StopStringCriteria,
+)
 
-_GREEDY_DEFAULTS = {"do_sample": False, "num_beams": 1, "num_return_sequences": 1, "repetition_penalty": 1.0,
-                    "no_repeat_ngram_size": 0, "bad_words_ids": None, "suppress_tokens": None,
-                    "begin_suppress_tokens": None, "forced_bos_token_id": None, "forced_eos_token_id": None,
-                    "sequence_bias": None, "stop_strings": None, "max_time": None, "prompt_lookup_num_tokens": None,
-                    "return_dict_in_generate": False, "output_scores": False, "output_logits": False,
-                    "min_new_tokens": None, "min_length": 0}
+logger = logging.getLogger("torchformers")
+
+
+@dataclasses.dataclass
+class GenerateDecoderOnlyOutput(ModelOutput):
+    """What ``generate(..., return_dict_in_generate=True)`` returns for greedy, sampling and assisted decoding.
+
+    ``scores`` are the processed next-token scores of each step and ``logits`` the raw ones
+    (one (batch, vocab) tensor per generated token, when ``output_scores`` / ``output_logits``).
+    """
+
+    sequences: torch.LongTensor | None = None
+    scores: tuple[torch.Tensor, ...] | None = None
+    logits: tuple[torch.Tensor, ...] | None = None
+    attentions: tuple[tuple[torch.Tensor, ...], ...] | None = None
+    hidden_states: tuple[tuple[torch.Tensor, ...], ...] | None = None
+    past_key_values: Any = None
+
+
+@dataclasses.dataclass
+class GenerateBeamDecoderOnlyOutput(ModelOutput):
+    """What beam search returns with ``return_dict_in_generate=True``.
+
+    ``sequences_scores`` (with ``output_scores``) are the final, length-penalized scores;
+    ``scores`` the processed log-probabilities of each step, for every beam;
+    ``beam_indices`` the beam (batch * num_beams index) each generated token came from.
+    """
+
+    sequences: torch.LongTensor | None = None
+    sequences_scores: torch.Tensor | None = None
+    scores: tuple[torch.Tensor, ...] | None = None
+    logits: tuple[torch.Tensor, ...] | None = None
+    beam_indices: torch.LongTensor | None = None
+    attentions: tuple[tuple[torch.Tensor, ...], ...] | None = None
+    hidden_states: tuple[tuple[torch.Tensor, ...], ...] | None = None
+    past_key_values: Any = None
+
+
+# Settings of the reference library that select strategies or features torchformers does not
+# implement: setting -> (is it switched on?, what it asks for).
+_UNSUPPORTED_SETTINGS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "num_beam_groups": (lambda v: v > 1, "group (diverse) beam search"),
+    "diversity_penalty": (lambda v: v != 0.0, "group (diverse) beam search"),
+    "penalty_alpha": (lambda v: v is not None and v > 0, "contrastive search"),
+    "dola_layers": (lambda v: v is not None, "DoLa decoding"),
+    "constraints": (lambda v: v is not None, "constrained beam search"),
+    "force_words_ids": (lambda v: v is not None, "constrained beam search"),
+    "top_h": (lambda v: v is not None, "top-h sampling"),
+    "encoder_repetition_penalty": (lambda v: v != 1.0, "an encoder repetition penalty"),
+    "encoder_no_repeat_ngram_size": (lambda v: v != 0, "encoder n-gram blocking"),
+    "guidance_scale": (lambda v: v is not None and v != 1, "classifier-free guidance"),
+    "watermarking_config": (lambda v: v is not None, "watermarking"),
+    "token_healing": (lambda v: bool(v), "token healing"),
+    "low_memory": (lambda v: bool(v), "sequential (low-memory) beam search"),
+    "assistant_early_exit": (lambda v: v is not None, "early-exit self-speculation"),
+    "compile_config": (lambda v: v is not None, "compiled decoding"),
+    "cache_config": (lambda v: v is not None, "cache configuration (quantized caches)"),
+    "is_assistant": (lambda v: bool(v), "the reference's internal assistant mode"),
+}
+_SUPPORTED_CACHES = (None, "dynamic", "static")
+_MODEL_INPUTS = ("input_ids", "attention_mask", "past_key_values")
+_POSITION_TABLE_NAMES = ("wpe", "position_embeddings", "embed_positions")
 
 
 class GenerationMixin:
-    """Adds ``generate`` to a causal LM whose forward takes ``past_key_values`` and ``logits_to_keep``."""
+    """Adds ``generate`` to a causal LM whose forward takes ``input_ids``, ``attention_mask``,
+    ``position_ids``, ``past_key_values``, ``use_cache`` and (optionally) ``logits_to_keep``."""
 
     @torch.no_grad()
     def generate(
         self,
         inputs: torch.LongTensor | None = None,
         generation_config: GenerationConfig | None = None,
+        logits_processor: LogitsProcessorList | None = None,
+        stopping_criteria: StoppingCriteriaList | None = None,
+        prefix_allowed_tokens_fn: Callable[[int, torch.Tensor], list[int]] | None = None,
+        synced_gpus: bool | None = None,
+        assistant_model: nn.Module | None = None,
+        streamer: Any = None,
+        negative_prompt_ids: torch.Tensor | None = None,
+        negative_prompt_attention_mask: torch.Tensor | None = None,
+        custom_generate: Any = None,
         **kwargs: Any,
-    ) -> torch.LongTensor:
-        """Greedy decoding: returns the prompt followed by the generated tokens.
+    ) -> torch.LongTensor | GenerateDecoderOnlyOutput | GenerateBeamDecoderOnlyOutput:
+        """Generate token ids after a prompt: the reference library's ``generate`` for decoder-only models.
 
-        Stops after ``max_new_tokens`` (or at ``max_length`` total tokens) or once every
-        sequence has produced an ``eos_token_id``; finished sequences are padded with
-        ``pad_token_id`` (or the first eos id) as in the reference library.
+        Strategies: greedy decoding and multinomial sampling (``do_sample``, with ``temperature``,
+        ``top_k``, ``top_p``, ``min_p``, ``typical_p``, ``epsilon_cutoff``, ``eta_cutoff``), beam
+        search and beam sampling (``num_beams``, ``length_penalty``, ``early_stopping``,
+        ``num_return_sequences``), and assisted decoding (``assistant_model`` or
+        ``prompt_lookup_num_tokens``, greedy only). Any setting of :class:`GenerationConfig` can
+        be passed as a keyword; ``input_ids``, ``attention_mask`` (left padding) and
+        ``past_key_values`` (a :class:`DynamicCache` or :class:`StaticCache` to fill or to
+        continue from) are model inputs; ``tokenizer`` is needed for ``stop_strings``.
+
+        Returns the prompt followed by the generated tokens, (batch * num_return_sequences,
+        length), or a :class:`GenerateDecoderOnlyOutput` / :class:`GenerateBeamDecoderOnlyOutput`
+        with ``return_dict_in_generate=True``. Sequences that finish early are padded with
+        ``pad_token_id`` (the first ``eos_token_id`` when there is none), as in the reference.
+
+        Differences from the reference: assisted decoding is greedy only and needs the same
+        tokenizer; an empty prompt (length 0) with a BOS token starts from BOS; a cache that
+        already holds the whole prompt has its last position recomputed.
         """
-        input_ids = kwargs.pop("input_ids", inputs)
-        attention_mask = kwargs.pop("attention_mask", None)
-        config = copy.deepcopy(generation_config or self.generation_config or GenerationConfig())
-        unused = config.update(**kwargs)
-        if unused:
-            raise UnsupportedArgumentError(f"generate() got unsupported arguments {sorted(unused)}.")
-        changed = [k for k, v in _GREEDY_DEFAULTS.items() if getattr(config, k) != v]
-        if changed:
-            raise UnsupportedArgumentError(
-                f"generate(): {changed} are not supported by this version's decoder, which is greedy only."
-            )
-        if input_ids is None:
-            raise UnsupportedArgumentError("generate() needs input_ids.")
-        device = self.device
-        input_ids = input_ids.to(device)
-        batch, prompt_length = input_ids.shape
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        attention_mask = attention_mask.to(device)
-        max_new = config.max_new_tokens if config.max_new_tokens is not None else config.max_length - prompt_length
-        eos = config.eos_token_id
-        eos_ids = torch.tensor([] if eos is None else [eos] if isinstance(eos, int) else list(eos), device=device)
-        pad = config.pad_token_id if config.pad_token_id is not None else (int(eos_ids[0]) if len(eos_ids) else 0)
+        for name, value, what in (
+            ("synced_gpus", synced_gpus, "multi-GPU synchronized generation"),
+            ("negative_prompt_ids", negative_prompt_ids, "classifier-free guidance"),
+            ("negative_prompt_attention_mask", negative_prompt_attention_mask, "classifier-free guidance"),
+            ("custom_generate", custom_generate, "custom decoding loops from the Hub"),
+        ):
+            if value is not None and value is not False:
+                raise UnsupportedArgumentError(f"generate(): {name} ({what}) is not supported.")
+        tokenizer = kwargs.pop("tokenizer", None)
+        model_inputs = {key: kwargs.pop(key) for key in _MODEL_INPUTS if key in kwargs}
+        config = _prepare_config(self, generation_config, kwargs)
+        mode = config.get_generation_mode(assistant_model)
+        _check_options(self, config, mode, assistant_model, streamer)
 
-        cache = DynamicCache()
-        finished = torch.zeros(batch, dtype=torch.bool, device=device)
-        tokens = input_ids
-        step_input = input_ids
-        position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-        for _ in range(max(max_new, 0)):
-            logits = self(
-                input_ids=step_input, attention_mask=attention_mask,
-                position_ids=position_ids[:, -step_input.shape[1]:],
-                past_key_values=cache, use_cache=True, logits_to_keep=1, return_dict=True,
-            ).logits[:, -1]
-            next_tokens = logits.argmax(-1)
-            next_tokens = torch.where(finished, torch.full_like(next_tokens, pad), next_tokens)
-            tokens = torch.cat([tokens, next_tokens[:, None]], dim=-1)
-            if len(eos_ids):
-                finished |= torch.isin(next_tokens, eos_ids)
-                if bool(finished.all()):
-                    break
-            step_input = next_tokens[:, None]
-            attention_mask = torch.cat([attention_mask, attention_mask.new_ones(batch, 1)], dim=-1)
-            position_ids = position_ids[:, -1:] + 1
-        return tokens
+        device = self.device
+        input_ids, attention_mask = _prepare_prompt(self, inputs, model_inputs, config, device)
+        eos = _token_ids(config.eos_token_id, device)
+        pad = config.pad_token_id if config.pad_token_id is not None else (int(eos[0]) if eos is not None else None)
+        attention_mask = _prepare_attention_mask(input_ids, attention_mask, config.pad_token_id, eos)
+
+        expand = max(config.num_beams, config.num_return_sequences)
+        if expand > 1:
+            input_ids = input_ids.repeat_interleave(expand, dim=0)
+            attention_mask = attention_mask.repeat_interleave(expand, dim=0) if attention_mask is not None else None
+        if streamer is not None:
+            streamer.put(input_ids.cpu())
+
+        prompt_length = input_ids.shape[1]
+        _prepare_lengths(self, config, prompt_length)
+        cache, start = _prepare_cache(self, config, model_inputs.get("past_key_values"), input_ids, mode)
+
+        padding_lengths = (attention_mask != 0).int().argmax(dim=1) if attention_mask is not None else None
+        processors = build_logits_processors(
+            config, prompt_length=prompt_length, eos_token_ids=eos, padding_lengths=padding_lengths,
+            custom=logits_processor or (), prefix_allowed_tokens_fn=prefix_allowed_tokens_fn, device=device,
+        )
+        criteria = _build_stopping_criteria(self, config, eos, tokenizer, stopping_criteria or ())
+
+        stepper = ModelStepper(
+            self, cache, attention_mask, config.max_length, prefill_chunk_size=config.prefill_chunk_size,
+            output_attentions=config.output_attentions and config.return_dict_in_generate,
+            output_hidden_states=config.output_hidden_states and config.return_dict_in_generate,
+        )
+        tokens = input_ids.new_empty(input_ids.shape[0], config.max_length)
+        tokens[:, :prompt_length] = input_ids
+        recorder = Recorder.for_config(config)
+        common = dict(prompt_length=prompt_length, start=start, max_length=config.max_length,
+                      processors=processors, criteria=criteria, recorder=recorder)
+        if mode in ("beam_search", "beam_sample"):
+            fill = (pad if pad else int(eos[0])) if eos is not None else -1  # the reference's choice
+            result = beam_search(
+                stepper, tokens, num_beams=config.num_beams, num_return_sequences=config.num_return_sequences,
+                length_penalty=config.length_penalty, early_stopping=config.early_stopping,
+                do_sample=config.do_sample, eos_count=0 if eos is None else len(eos), fill_value=fill, **common,
+            )
+        elif mode == "assisted_generation":
+            drafter = _make_drafter(self, config, assistant_model, processors, eos)
+            result = assisted_decoding(stepper, tokens, drafter=drafter, eos_token_ids=eos, streamer=streamer,
+                                       **common)
+        else:
+            finishing = any(hasattr(criterion, "eos_token_id") for criterion in criteria)
+            if finishing and pad is None:
+                raise GenerationError(
+                    "A stopping criterion ends sequences at end-of-sequence tokens, but neither pad_token_id nor "
+                    "eos_token_id is set to pad the sequences that finish first; pass pad_token_id=..."
+                )
+            result = greedy_or_sample(stepper, tokens, do_sample=config.do_sample,
+                                      pad_finished_with=pad if finishing else None, streamer=streamer, **common)
+        if streamer is not None:
+            streamer.end()
+        return _package(result, config, cache, mode)
+
+
+# -- preparation steps ------------------------------------------------------------------------------
+def _prepare_config(model: Any, passed: GenerationConfig | None, kwargs: dict[str, Any]) -> GenerationConfig:
+    """The model's generation config, overridden by what ``passed`` sets, then by keyword arguments."""
+    base = getattr(model, "generation_config", None)
+    config = copy.deepcopy(base) if base is not None else GenerationConfig()
+    if passed is not None:
+        if not isinstance(passed, GenerationConfig):
+            raise UnsupportedArgumentError(
+                f"generation_config must be a GenerationConfig, got {type(passed).__name__}."
+            )
+        config = config.merged_with(passed)
+    settings = {key: value for key, value in kwargs.items() if hasattr(config, key) and not key.startswith("_")}
+    unknown = sorted(set(kwargs) - set(settings))
+    if unknown:
+        raise UnsupportedArgumentError(
+            f"generate() got arguments that are neither generation settings nor supported model inputs: {unknown}. "
+            f"Model inputs are {list(_MODEL_INPUTS)}; settings are the attributes of GenerationConfig."
+        )
+    config.update(**settings)
+    return config
+
+
+def _check_options(model: Any, config: GenerationConfig, mode: str, assistant_model: Any, streamer: Any) -> None:
+    for key, (active, feature) in _UNSUPPORTED_SETTINGS.items():
+        if active(getattr(config, key)):
+            raise UnsupportedArgumentError(
+                f"generate(): {key}={getattr(config, key)!r} asks for {feature}, which torchformers does not support."
+            )
+    if config.cache_implementation not in _SUPPORTED_CACHES:
+        raise UnsupportedArgumentError(
+            f"generate(): cache_implementation={config.cache_implementation!r} is not supported; use None "
+            "(dynamic) or 'static'."
+        )
+    if mode in ("beam_search", "beam_sample") and streamer is not None:
+        raise GenerationError("generate(): a streamer cannot be used with beam search; set num_beams=1.")
+    if mode == "assisted_generation":
+        if config.do_sample:
+            raise UnsupportedArgumentError(
+                "generate(): assisted decoding (assistant_model / prompt_lookup_num_tokens) is greedy only in "
+                "torchformers; do_sample=True is not supported with it."
+            )
+        if config.num_return_sequences > 1:
+            raise GenerationError("generate(): assisted decoding returns one sequence; set num_return_sequences=1.")
+        if config.cache_implementation == "static" or not config.use_cache:
+            raise GenerationError("generate(): assisted decoding needs the dynamic cache (use_cache=True, no static cache).")
+        if config.output_attentions or config.output_hidden_states:
+            raise UnsupportedArgumentError(
+                "generate(): output_attentions / output_hidden_states are not supported with assisted decoding."
+            )
+        if assistant_model is not None:
+            if config.prompt_lookup_num_tokens is not None:
+                raise GenerationError("generate(): pass either assistant_model or prompt_lookup_num_tokens, not both.")
+            ours = getattr(model.config, "vocab_size", None)
+            theirs = getattr(assistant_model.config, "vocab_size", None)
+            if ours != theirs:
+                raise UnsupportedArgumentError(
+                    f"generate(): the assistant's vocabulary ({theirs}) differs from the model's ({ours}); assisted "
+                    "decoding with different tokenizers is not supported."
+                )
+    elif assistant_model is not None:
+        raise GenerationError(f"generate(): assistant_model works with greedy decoding only, not with {mode}.")
+
+
+def _token_ids(value: int | list[int] | None, device: torch.device) -> torch.Tensor | None:
+    if value is None:
+        return None
+    return torch.tensor([value] if isinstance(value, int) else list(value), dtype=torch.long, device=device)
+
+
+def _prepare_prompt(
+    model: Any, inputs: Any, model_inputs: dict[str, Any], config: GenerationConfig, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The prompt as a (batch, length) long tensor on the model's device, and its mask."""
+    input_ids = model_inputs.get("input_ids")
+    if inputs is not None and input_ids is not None:
+        raise GenerationError("generate(): pass the prompt either as inputs or as input_ids, not both.")
+    input_ids = inputs if inputs is not None else input_ids
+    attention_mask = model_inputs.get("attention_mask")
+    if input_ids is not None and not isinstance(input_ids, torch.Tensor):
+        lengths = {len(row) for row in input_ids} if all(isinstance(r, (list, tuple)) for r in input_ids) else set()
+        if len(lengths) > 1:
+            raise GenerationError(
+                "generate(): the prompts have different lengths; pad them on the left into one tensor with an "
+                "attention_mask (tokenizer(texts, padding=True, padding_side='left', return_tensors='pt')); "
+                "a tokenizer without a pad token needs tokenizer.pad_token = tokenizer.eos_token first."
+            )
+        raise GenerationError(
+            f"generate(): input_ids must be a torch.LongTensor of shape (batch, length), got {type(input_ids).__name__}."
+        )
+    if input_ids is None or input_ids.shape[-1] == 0:
+        batch = 1 if input_ids is None else (input_ids.shape[0] if input_ids.dim() == 2 else 1)
+        if config.bos_token_id is None:
+            raise GenerationError(
+                "generate(): the prompt is empty and the model has no bos_token_id to start from; pass at least one "
+                "token, or set bos_token_id."
+            )
+        input_ids = torch.full((batch, 1), config.bos_token_id, dtype=torch.long, device=device)
+        attention_mask = None
+    if input_ids.dim() != 2:
+        raise GenerationError(
+            f"generate(): input_ids must have shape (batch, length), got {list(input_ids.shape)}; use ids[None] for "
+            "a single sequence."
+        )
+    if input_ids.dtype not in (torch.long, torch.int, torch.int16, torch.int8, torch.uint8):
+        raise GenerationError(f"generate(): input_ids must hold integer token ids, got {input_ids.dtype}.")
+    input_ids = input_ids.to(device=device, dtype=torch.long)
+    vocab = getattr(model.config, "vocab_size", None)
+    low, high = int(input_ids.min()), int(input_ids.max())
+    if low < 0 or (vocab is not None and high >= vocab):
+        raise GenerationError(
+            f"generate(): input_ids hold token ids from {low} to {high}, outside the vocabulary [0, {vocab}); "
+            "check the tokenizer matches the model."
+        )
+    if attention_mask is not None:
+        if not isinstance(attention_mask, torch.Tensor) or attention_mask.shape != input_ids.shape:
+            shape = list(attention_mask.shape) if isinstance(attention_mask, torch.Tensor) else type(attention_mask)
+            raise GenerationError(
+                f"generate(): attention_mask must have the shape of input_ids {list(input_ids.shape)}, got {shape}."
+            )
+        attention_mask = attention_mask.to(device=device, dtype=torch.long)
+    return input_ids, attention_mask
+
+
+def _prepare_attention_mask(
+    input_ids: torch.Tensor, attention_mask: torch.Tensor | None, pad_token_id: int | None, eos: torch.Tensor | None
+) -> torch.Tensor | None:
+    """The padding mask to use, or None when there is no padding (the fast path).
+
+    Without a mask, padding is inferred from ``pad_token_id`` as the reference does: only when
+    the pad token appears in the prompt and is not also an end-of-sequence token.
+    """
+    if attention_mask is None:
+        if pad_token_id is None or (eos is not None and bool((eos == pad_token_id).any())):
+            return None
+        if not bool((input_ids == pad_token_id).any()):
+            return None
+        attention_mask = (input_ids != pad_token_id).long()
+    if bool(attention_mask.all()):
+        return None
+    if input_ids.shape[0] > 1 and not bool(attention_mask[:, -1].all()):
+        logger.warning(
+            "generate(): the batch looks right-padded (attention_mask ends in 0); decoder-only models need left "
+            "padding (padding_side='left') for correct results."
+        )
+    if not bool(attention_mask.any(dim=1).all()):
+        raise GenerationError("generate(): a prompt in the batch is all padding; give every row at least one token.")
+    return attention_mask
+
+
+def _position_table_size(model: nn.Module) -> int | None:
+    """The size of a learned position-embedding table, if the model has one (positions past it do not exist)."""
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Embedding) and name.rsplit(".", 1)[-1] in _POSITION_TABLE_NAMES:
+            return module.num_embeddings
+    return None
+
+
+def _prepare_lengths(model: Any, config: GenerationConfig, prompt_length: int) -> None:
+    """Turn the length settings into absolute ``max_length`` / ``min_length``, as the reference does."""
+    max_positions = getattr(model.config, "max_position_embeddings", None)
+    if config.max_new_tokens is not None:
+        max_length = prompt_length + config.max_new_tokens
+    elif not config.is_set("max_length"):
+        # An unset max_length means 20 new tokens, within the model's positions.
+        max_length = config.max_length + prompt_length
+        if max_positions is not None:
+            max_length = min(max_length, max_positions)
+    else:
+        max_length = config.max_length
+    if prompt_length >= max_length:
+        raise GenerationError(
+            f"generate(): the prompt has {prompt_length} tokens but max_length is {max_length}, so there is no room "
+            "to generate; set max_new_tokens (or a larger max_length)."
+        )
+    table = _position_table_size(model)
+    if table is not None and max_length > table:
+        raise GenerationError(
+            f"generate(): {max_length} tokens (prompt {prompt_length} + new {max_length - prompt_length}) exceed the "
+            f"model's {table} learned positions; lower max_new_tokens to at most {table - prompt_length}."
+        )
+    if max_positions is not None and max_length > max_positions:
+        logger.warning(
+            "generate(): max_length %d exceeds the model's max_position_embeddings %d; outputs past that length may "
+            "degrade.", max_length, max_positions,
+        )
+    min_length = prompt_length + config.min_new_tokens if config.min_new_tokens is not None else config.min_length
+    config.max_length, config.min_length = max_length, min_length
+
+
+def _prepare_cache(
+    model: Any, config: GenerationConfig, user_cache: Any, input_ids: torch.Tensor, mode: str
+) -> tuple[Any, int]:
+    """The KV cache to decode with and how many prompt tokens it already holds."""
+    prompt_length = input_ids.shape[1]
+    if user_cache is not None:
+        if config.cache_implementation is not None:
+            raise GenerationError("generate(): pass either past_key_values or cache_implementation, not both.")
+        if not isinstance(user_cache, (DynamicCache, StaticCache)):
+            raise GenerationError(
+                f"generate(): past_key_values must be a DynamicCache or StaticCache, got {type(user_cache).__name__} "
+                "(tuples of tensors are not supported)."
+            )
+        if isinstance(user_cache, StaticCache) and user_cache.max_cache_len < config.max_length - 1:
+            raise GenerationError(
+                f"generate(): the StaticCache holds {user_cache.max_cache_len} positions but generating to "
+                f"max_length {config.max_length} needs {config.max_length - 1}."
+            )
+        if not config.use_cache:
+            raise GenerationError("generate(): use_cache=False contradicts the past_key_values passed.")
+        start = user_cache.get_seq_length()
+        if start:
+            if user_cache.batch_size != input_ids.shape[0]:
+                raise GenerationError(
+                    f"generate(): the cache holds {user_cache.batch_size} sequences but the batch has "
+                    f"{input_ids.shape[0]} (num_beams and num_return_sequences multiply it)."
+                )
+            if start > prompt_length:
+                raise GenerationError(
+                    f"generate(): the cache holds {start} positions but the prompt has only {prompt_length} tokens; "
+                    "pass the full sequence the cache was built from (plus any new tokens)."
+                )
+            if start == prompt_length:  # nothing new: recompute the last position to get its logits
+                user_cache.crop(start - 1)
+                start -= 1
+        return user_cache, start
+    if not config.use_cache:
+        return None, 0
+    if config.cache_implementation == "static":
+        return StaticCache(max_cache_len=max(config.max_length, config.max_cache_len or 0)), 0
+    return DynamicCache(capacity=config.max_length), 0
+
+
+def _build_stopping_criteria(
+    model: Any, config: GenerationConfig, eos: torch.Tensor | None, tokenizer: Any, custom: Any
+) -> StoppingCriteriaList:
+    criteria = StoppingCriteriaList([MaxLengthCriteria(config.max_length,
+                                                       getattr(model.config, "max_position_embeddings", None))])
+    if config.max_time is not None:
+        criteria.append(MaxTimeCriteria(config.max_time))
+    if config.stop_strings is not None:
+        if tokenizer is None:
+            raise GenerationError(
+                "generate(): stop_strings need the model's tokenizer to match text; pass tokenizer=... to generate()."
+            )
+        criteria.append(StopStringCriteria(tokenizer, config.stop_strings))
+    if eos is not None:
+        criteria.append(EosTokenCriteria(eos))
+    return merge_custom(criteria, custom, StoppingCriteriaList)
+
+
+def _make_drafter(
+    model: Any, config: GenerationConfig, assistant_model: Any, processors: LogitsProcessorList,
+    eos: torch.Tensor | None,
+) -> PromptLookupCandidates | AssistantCandidates:
+    if assistant_model is None:
+        return PromptLookupCandidates(config.prompt_lookup_num_tokens, config.max_matching_ngram_size or 2, eos)
+    return AssistantCandidates(assistant_model, processors, DynamicCache(capacity=config.max_length))
+
+
+def _package(
+    result: DecodeResult, config: GenerationConfig, cache: Any, mode: str
+) -> torch.LongTensor | GenerateDecoderOnlyOutput | GenerateBeamDecoderOnlyOutput:
+    if not config.return_dict_in_generate:
+        return result.sequences
+    recorded = result.recorder.as_tuples()
+    if mode in ("beam_search", "beam_sample"):
+        return GenerateBeamDecoderOnlyOutput(
+            sequences=result.sequences,
+            sequences_scores=result.sequences_scores if config.output_scores else None,
+            beam_indices=result.beam_indices, past_key_values=cache, **recorded,
+        )
+    return GenerateDecoderOnlyOutput(sequences=result.sequences, past_key_values=cache, **recorded)

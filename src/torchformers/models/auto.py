@@ -20,14 +20,25 @@ FAMILY_MODULES: dict[str, str] = {
     "mistral": "llama",
     "qwen2": "llama",
     "qwen3": "llama",
+    "gpt2": "gpt2",
+    "bert": "bert",
+    "roberta": "roberta",
+    "xlm-roberta": "roberta",
+    "distilbert": "distilbert",
 }
 CONFIG_NAMES: dict[str, str] = {
     "llama": "LlamaConfig",
     "mistral": "MistralConfig",
     "qwen2": "Qwen2Config",
     "qwen3": "Qwen3Config",
+    "gpt2": "GPT2Config",
+    "bert": "BertConfig",
+    "roberta": "RobertaConfig",
+    "xlm-roberta": "XLMRobertaConfig",
+    "distilbert": "DistilBertConfig",
 }
-_PREFIXES = {"llama": "Llama", "mistral": "Mistral", "qwen2": "Qwen2", "qwen3": "Qwen3"}
+_PREFIXES = {"llama": "Llama", "mistral": "Mistral", "qwen2": "Qwen2", "qwen3": "Qwen3", "gpt2": "GPT2", "bert": "Bert",
+             "roberta": "Roberta", "xlm-roberta": "XLMRoberta", "distilbert": "DistilBert"}
 
 
 def _names(suffix: str, model_types: list[str]) -> dict[str, str]:
@@ -35,9 +46,14 @@ def _names(suffix: str, model_types: list[str]) -> dict[str, str]:
 
 
 _DECODERS = ["llama", "mistral", "qwen2", "qwen3"]
-MODEL_NAMES = _names("Model", _DECODERS)
-CAUSAL_LM_NAMES = _names("ForCausalLM", _DECODERS)
-SEQUENCE_CLASSIFICATION_NAMES = _names("ForSequenceClassification", _DECODERS)
+_ENCODERS = ["bert", "roberta", "xlm-roberta", "distilbert"]
+MODEL_NAMES = _names("Model", _DECODERS + ["gpt2"] + _ENCODERS)
+CAUSAL_LM_NAMES = {**_names("ForCausalLM", _DECODERS), "gpt2": "GPT2LMHeadModel"}
+SEQUENCE_CLASSIFICATION_NAMES = _names("ForSequenceClassification", _DECODERS + ["gpt2"] + _ENCODERS)
+MASKED_LM_NAMES = _names("ForMaskedLM", _ENCODERS)
+TOKEN_CLASSIFICATION_NAMES = _names("ForTokenClassification", ["gpt2"] + _ENCODERS)
+QUESTION_ANSWERING_NAMES = _names("ForQuestionAnswering", ["gpt2"] + _ENCODERS)
+MULTIPLE_CHOICE_NAMES = _names("ForMultipleChoice", _ENCODERS)
 
 _REGISTERED_CONFIGS: dict[str, type[PretrainedConfig]] = {}
 
@@ -189,3 +205,27 @@ class AutoModelForSequenceClassification(_AutoModel):
     """A checkpoint's family with a sequence-classification head."""
 
     _builtin = SEQUENCE_CLASSIFICATION_NAMES
+
+
+class AutoModelForMaskedLM(_AutoModel):
+    """A checkpoint's family with a masked-language-model head (encoders)."""
+
+    _builtin = MASKED_LM_NAMES
+
+
+class AutoModelForTokenClassification(_AutoModel):
+    """A checkpoint's family with a per-token classification head."""
+
+    _builtin = TOKEN_CLASSIFICATION_NAMES
+
+
+class AutoModelForQuestionAnswering(_AutoModel):
+    """A checkpoint's family with an extractive question-answering (span) head."""
+
+    _builtin = QUESTION_ANSWERING_NAMES
+
+
+class AutoModelForMultipleChoice(_AutoModel):
+    """A checkpoint's family with a multiple-choice head."""
+
+    _builtin = MULTIPLE_CHOICE_NAMES

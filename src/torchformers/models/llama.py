@@ -20,6 +20,8 @@ from ..generation.utils import GenerationMixin
 from ..modeling import PreTrainedModel
 from ..nn.attention import attend, build_attention_mask
 from ..nn.cache import DynamicCache
+from ..nn.heads import pool_last_token
+from ..nn.linear import Linear
 from ..nn.losses import causal_lm_loss, sequence_classification_loss
 from ..nn.mlp import GatedMLP, get_activation
 from ..nn.norms import RMSNorm
@@ -205,10 +207,10 @@ class LlamaAttention(nn.Module):
         self.attention_dropout = config.attention_dropout
         self.sliding_window = config.sliding_windows()[layer_idx]
         hidden = config.hidden_size
-        self.q_proj = nn.Linear(hidden, self.num_heads * self.head_dim, bias=layout.qkv_bias)
-        self.k_proj = nn.Linear(hidden, self.num_kv_heads * self.head_dim, bias=layout.qkv_bias)
-        self.v_proj = nn.Linear(hidden, self.num_kv_heads * self.head_dim, bias=layout.qkv_bias)
-        self.o_proj = nn.Linear(self.num_heads * self.head_dim, hidden, bias=layout.o_bias)
+        self.q_proj = Linear(hidden, self.num_heads * self.head_dim, bias=layout.qkv_bias)
+        self.k_proj = Linear(hidden, self.num_kv_heads * self.head_dim, bias=layout.qkv_bias)
+        self.v_proj = Linear(hidden, self.num_kv_heads * self.head_dim, bias=layout.qkv_bias)
+        self.o_proj = Linear(self.num_heads * self.head_dim, hidden, bias=layout.o_bias)
         if layout.qk_norm:
             self.q_norm = RMSNorm(self.head_dim, eps=config.rms_norm_eps)
             self.k_norm = RMSNorm(self.head_dim, eps=config.rms_norm_eps)
@@ -373,7 +375,7 @@ class LlamaForCausalLM(LlamaPreTrainedModel, GenerationMixin):
         super().__init__(config)
         self.model = LlamaModel(config)
         self.vocab_size = config.vocab_size
-        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.lm_head = Linear(config.hidden_size, config.vocab_size, bias=False)
         self.post_init()
 
     def get_output_embeddings(self) -> nn.Linear:
@@ -445,20 +447,7 @@ class LlamaForSequenceClassification(LlamaPreTrainedModel):
             output_attentions=output_attentions, output_hidden_states=output_hidden_states, return_dict=True,
         )
         logits = self.score(outputs.last_hidden_state)
-        batch = logits.shape[0]
-        pad_token_id = self.config.pad_token_id
-        if pad_token_id is None and batch != 1:
-            raise UnsupportedArgumentError(
-                "A batch of more than one sequence needs config.pad_token_id to find each sequence's last token."
-            )
-        if pad_token_id is None or input_ids is None:
-            last_token = torch.full((batch,), -1, device=logits.device)
-        else:
-            # The rightmost non-padding position; works for left and right padding alike.
-            not_pad = (input_ids != pad_token_id).to(logits.device, torch.int32)
-            positions = torch.arange(input_ids.shape[-1], device=logits.device, dtype=torch.int32)
-            last_token = (positions * not_pad).argmax(-1)
-        pooled_logits = logits[torch.arange(batch, device=logits.device), last_token]
+        pooled_logits = pool_last_token(logits, input_ids, self.config.pad_token_id)
         loss = sequence_classification_loss(pooled_logits, labels, self.config) if labels is not None else None
         output = SequenceClassifierOutputWithPast(
             loss=loss, logits=pooled_logits, past_key_values=outputs.past_key_values,

@@ -45,6 +45,11 @@ def build_attention_mask(
     This matters for losses over left-padded batches, where the last padding position
     predicts the first real token.
     """
+    if attention_mask is not None and attention_mask.ndim != 2:
+        raise UnsupportedArgumentError(
+            f"attention_mask must be 2-D (batch, key_length) with 1 for real tokens, got shape "
+            f"{list(attention_mask.shape)}; prepared 4-D masks are not supported."
+        )
     key_length = past_length + query_length
     has_padding = attention_mask is not None and not bool(attention_mask.all())
     window_matters = sliding_window is not None and key_length > sliding_window
@@ -85,24 +90,33 @@ def attend(
     dropout: float = 0.0,
     implementation: str = "sdpa",
     output_attentions: bool = False,
+    upcast: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Attention over (batch, heads, seq, head_dim) tensors; returns (batch, seq, heads, head_dim).
 
     Grouped-query attention (fewer key/value heads) is handled here. ``mask=None`` with
     ``causal=True`` means a causal prefill with no past; with one query it means "attend to
-    everything". Weights are returned only by the eager implementation.
+    everything". Weights are returned only by the eager implementation. ``upcast=True``
+    computes the scores and softmax in float32 whatever the inputs' dtype (GPT-2's
+    ``reorder_and_upcast_attn``).
     """
     n_rep = query.shape[1] // key.shape[1]
     if implementation == "eager" or output_attentions:
         key, value = repeat_kv(key, n_rep), repeat_kv(value, n_rep)
-        scores = torch.matmul(query, key.transpose(2, 3)) * scaling
+        if upcast:
+            scores = torch.matmul(query.float(), key.float().transpose(2, 3)) * scaling
+        else:
+            scores = torch.matmul(query, key.transpose(2, 3)) * scaling
         if mask is None and causal and query.shape[2] > 1:
             mask = torch.ones(query.shape[2], key.shape[2], dtype=torch.bool, device=query.device).tril()
         if mask is not None:
             scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
-        weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+        weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(value.dtype)
         weights = F.dropout(weights, p=dropout, training=dropout > 0)
         return torch.matmul(weights, value).transpose(1, 2), weights
+    dtype = query.dtype
+    if upcast and dtype != torch.float32:
+        query, key, value = query.float(), key.float(), value.float()
     output = F.scaled_dot_product_attention(
         query,
         key,
@@ -113,4 +127,4 @@ def attend(
         scale=scaling,
         enable_gqa=n_rep > 1,
     )
-    return output.transpose(1, 2), None
+    return output.transpose(1, 2).to(dtype), None

@@ -50,3 +50,23 @@ def sequence_classification_loss(logits: torch.Tensor, labels: torch.Tensor, con
     if config.problem_type == "single_label_classification":
         return cross_entropy(logits.view(-1, num_labels), labels.view(-1))
     return F.binary_cross_entropy_with_logits(logits, labels)
+
+
+def token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of every position against its own label (no shift), -100 ignored:
+    the masked-LM and token-classification loss. Computed in float32."""
+    labels = labels.to(logits.device)
+    return cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1))
+
+
+def question_answering_loss(
+    start_logits: torch.Tensor, end_logits: torch.Tensor, start_positions: torch.Tensor, end_positions: torch.Tensor
+) -> torch.Tensor:
+    """Mean of the start and end cross-entropies. Positions outside the sequence are clamped to
+    its length and then ignored, as the reference does for answers cut off by truncation."""
+    length = start_logits.shape[1]
+    start = start_positions.reshape(-1).to(start_logits.device).clamp(0, length)
+    end = end_positions.reshape(-1).to(end_logits.device).clamp(0, length)
+    start_loss = F.cross_entropy(start_logits.float(), start, ignore_index=length)
+    end_loss = F.cross_entropy(end_logits.float(), end, ignore_index=length)
+    return (start_loss + end_loss) / 2

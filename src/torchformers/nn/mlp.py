@@ -10,6 +10,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..errors import ConfigError
+from .linear import Linear
 
 
 def _gelu_tanh(x: torch.Tensor) -> torch.Tensor:
@@ -51,9 +52,9 @@ class GatedMLP(nn.Module):
 
     def __init__(self, hidden_size: int, intermediate_size: int, activation: str, bias: bool = False) -> None:
         super().__init__()
-        self.gate_proj = nn.Linear(hidden_size, intermediate_size, bias=bias)
-        self.up_proj = nn.Linear(hidden_size, intermediate_size, bias=bias)
-        self.down_proj = nn.Linear(intermediate_size, hidden_size, bias=bias)
+        self.gate_proj = Linear(hidden_size, intermediate_size, bias=bias)
+        self.up_proj = Linear(hidden_size, intermediate_size, bias=bias)
+        self.down_proj = Linear(intermediate_size, hidden_size, bias=bias)
         self.act_fn = get_activation(activation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

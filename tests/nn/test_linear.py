@@ -1,0 +1,59 @@
+"""The decode route of the linear layers gives F.linear's / addmm's results."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from torchformers.nn.linear import Linear, linear, linear_transposed
+
+
+@pytest.mark.parametrize("rows", [1, 2, 8, 16, 17, 40])
+@pytest.mark.parametrize(("out_features", "bias"), [(96, False), (96, True), (97, False), (99, True), (3, False)])
+def test_linear_matches_f_linear(rows, out_features, bias):
+    generator = torch.Generator().manual_seed(rows)
+    weight = torch.randn(out_features, 48, generator=generator)
+    b = torch.randn(out_features, generator=generator) if bias else None
+    x = torch.randn(rows, 1, 48, generator=generator)
+    if rows % 2:
+        x = x.transpose(0, 1).contiguous().transpose(0, 1)  # same values, not contiguous when rows > 1
+    out = linear(x, weight, b)
+    assert out.shape == (rows, 1, out_features) and out.is_contiguous()
+    torch.testing.assert_close(out, F.linear(x, weight, b), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("rows", [1, 3, 16, 33])
+def test_linear_transposed_matches_addmm(rows):
+    generator = torch.Generator().manual_seed(rows)
+    weight = torch.randn(64, 90, generator=generator)  # (in, out), GPT-2's Conv1D layout
+    bias = torch.randn(90, generator=generator)
+    x = torch.randn(rows, 1, 64, generator=generator)
+    out = linear_transposed(x, weight, bias)
+    expected = torch.addmm(bias, x.reshape(-1, 64), weight).view(rows, 1, 90)
+    assert out.shape == (rows, 1, 90)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    if rows > 16:  # the usual kernel: exactly the same numbers
+        assert torch.equal(out, expected)
+
+
+def test_prompts_use_the_usual_kernels_exactly():
+    weight = torch.randn(96, 48)
+    x = torch.randn(1, 5, 48)  # five positions of one sequence: a prompt, not a decode step
+    assert torch.equal(linear(x, weight), F.linear(x, weight))
+    assert torch.equal(linear_transposed(x, weight.t().contiguous()), x @ weight.t())
+
+
+def test_other_dtypes_and_grad_use_the_usual_kernels():
+    weight = torch.randn(8, 4, dtype=torch.float64)
+    x = torch.randn(1, 4, dtype=torch.float64)
+    assert torch.equal(linear(x, weight), F.linear(x, weight))
+    layer = Linear(4, 8)
+    x = torch.randn(1, 4, requires_grad=True)
+    layer(x).sum().backward()
+    assert x.grad is not None and layer.weight.grad is not None
+
+
+def test_linear_module_is_an_nn_linear():
+    layer = Linear(6, 10, bias=False)
+    assert isinstance(layer, torch.nn.Linear) and set(layer.state_dict()) == {"weight"}
