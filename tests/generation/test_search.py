@@ -231,3 +231,23 @@ def test_assisted_decoding_matches_reference_scores(checkpoint):
                                 return_dict_in_generate=True, output_scores=True)
     assert_same_tokens(mine, theirs)
     assert_same_scores(mine, theirs)
+
+
+@pytest.mark.parametrize("num_beams", [1, 3])
+def test_prefix_allowed_tokens_fn_matches_reference(checkpoint, num_beams):
+    def allowed(batch_id, sent):
+        return list(range(10 + 5 * batch_id + int(sent[-1]) % 7, 60))
+
+    ids = prompt(batch=2, seed=12)
+    mine, theirs = generate_both(checkpoint, "llama", input_ids=ids, max_new_tokens=8, num_beams=num_beams,
+                                 prefix_allowed_tokens_fn=allowed, do_sample=False)
+    assert_same_tokens(mine, theirs)
+    assert mine[:, 6:].max() < 60
+
+
+def test_beam_search_without_a_cache(checkpoint):
+    _, _, ours = checkpoint("gpt2")
+    ids, mask = left_padded(prompt(batch=2, seed=13), (0, 2))
+    kwargs = dict(input_ids=ids, attention_mask=mask, max_new_tokens=6, num_beams=3, num_return_sequences=2,
+                  pad_token_id=PAD)
+    assert torch.equal(ours.generate(**kwargs, use_cache=False), ours.generate(**kwargs))

@@ -263,6 +263,8 @@ def test_malformed_prompts_raise(checkpoint):
         ours.generate(torch.tensor([5, 6, 7]), max_new_tokens=3)
     with pytest.raises(GenerationError, match="vocabulary"):
         ours.generate(torch.tensor([[5, VOCAB]]), max_new_tokens=3)
+    with pytest.raises(GenerationError, match="empty"):
+        ours.generate(torch.zeros(0, 4, dtype=torch.long), max_new_tokens=3)
     with pytest.raises(GenerationError, match="all padding"):
         ours.generate(prompt(batch=2), attention_mask=torch.tensor([[1] * 6, [0] * 6]), max_new_tokens=3)
 
@@ -280,3 +282,33 @@ def test_padding_is_inferred_from_the_pad_token_as_the_reference_does(checkpoint
 def test_generation_mixin_is_public(checkpoint):
     assert isinstance(checkpoint("gpt2")[2], torchformers.GenerationMixin)
     assert transformers.__version__  # the reference is the test oracle here
+
+
+def test_returned_tensors_are_ordinary_tensors(checkpoint):
+    """Decode steps run in inference mode; what generate returns must still work everywhere."""
+    _, _, ours = checkpoint("llama")
+    ids = prompt(batch=2)
+    for kwargs in ({}, {"num_beams": 2}, {"prompt_lookup_num_tokens": 2, "input_ids": ids[:1]}):
+        kwargs = {"input_ids": ids, **kwargs}
+        out = ours.generate(max_new_tokens=6, return_dict_in_generate=True, output_scores=True, **kwargs)
+        assert not out.sequences.is_inference() and not any(s.is_inference() for s in out.scores)
+        out.sequences[0, 0] = 5  # in place, outside inference mode
+        out.scores[0].add_(1)
+    # A returned cache keeps working in a plain forward pass, with autograd on.
+    out = ours.generate(ids, max_new_tokens=4, return_dict_in_generate=True)
+    logits = ours(input_ids=out.sequences[:, -1:], past_key_values=out.past_key_values).logits
+    assert not logits.is_inference() and logits.requires_grad
+
+
+@pytest.mark.parametrize("options", [{}, {"do_sample": True, "top_k": 5}, {"num_beams": 3, "num_return_sequences": 2}])
+@pytest.mark.parametrize("normalize_logits", [False, True])
+def test_compute_transition_scores_matches_reference(checkpoint, options, normalize_logits):
+    _, reference, ours = checkpoint("llama")
+    torch.manual_seed(0)
+    out = ours.generate(prompt(batch=2, seed=8), max_new_tokens=7, return_dict_in_generate=True, output_scores=True,
+                        eos_token_id=[EOS, 40], **options)
+    mine = ours.compute_transition_scores(out.sequences, out.scores, out.get("beam_indices"), normalize_logits)
+    theirs = reference.compute_transition_scores(out.sequences, out.scores, out.get("beam_indices"),
+                                                 normalize_logits)
+    assert mine.shape == theirs.shape and mine.shape[1] >= 1
+    torch.testing.assert_close(mine, theirs)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from torchformers import DynamicCache, StaticCache
-from torchformers.errors import GenerationError
+from torchformers.errors import GenerationError, UnsupportedArgumentError
 
 
 def states(batch: int = 2, length: int = 3, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -62,6 +62,9 @@ def test_static_cache_writes_in_place_and_refuses_overflow():
         StaticCache(max_cache_len=0)
     with pytest.raises(GenerationError, match="offloading"):
         StaticCache(max_cache_len=4, offloading=True)
+    with pytest.raises(UnsupportedArgumentError, match="sliding"):
+        StaticCache(max_cache_len=4, sliding=True)
+    assert StaticCache(max_cache_len=4, max_batch_size=2, device="cpu").max_cache_len == 4  # older spellings
 
 
 @pytest.mark.parametrize("make", [DynamicCache, lambda: StaticCache(max_cache_len=8)])

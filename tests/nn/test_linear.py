@@ -10,7 +10,8 @@ from torchformers.nn.linear import Linear, linear, linear_transposed
 
 
 @pytest.mark.parametrize("rows", [1, 2, 8, 16, 17, 40])
-@pytest.mark.parametrize(("out_features", "bias"), [(96, False), (96, True), (97, False), (99, True), (3, False)])
+@pytest.mark.parametrize(("out_features", "bias"),
+                         [(96, False), (96, True), (97, False), (99, True), (3, False), (32, True)])
 def test_linear_matches_f_linear(rows, out_features, bias):
     generator = torch.Generator().manual_seed(rows)
     weight = torch.randn(out_features, 48, generator=generator)
@@ -57,3 +58,18 @@ def test_other_dtypes_and_grad_use_the_usual_kernels():
 def test_linear_module_is_an_nn_linear():
     layer = Linear(6, 10, bias=False)
     assert isinstance(layer, torch.nn.Linear) and set(layer.state_dict()) == {"weight"}
+
+
+def test_linear_module_follows_weight_changes():
+    torch.manual_seed(0)
+    layer = Linear(8, 12)
+    x = torch.randn(1, 1, 8)
+    torch.testing.assert_close(layer(x), F.linear(x, layer.weight, layer.bias))
+    with torch.no_grad():
+        layer.weight.data = torch.randn(12, 8)  # new storage, same parameter
+    torch.testing.assert_close(layer(x), F.linear(x, layer.weight, layer.bias))
+    layer.weight = torch.nn.Parameter(torch.randn(12, 8))  # a new parameter
+    torch.testing.assert_close(layer(x), F.linear(x, layer.weight, layer.bias))
+    with torch.no_grad():
+        layer.weight.mul_(2)  # in place: the cached view sees it
+    torch.testing.assert_close(layer(x), F.linear(x, layer.weight, layer.bias))

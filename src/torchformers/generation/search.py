@@ -6,20 +6,26 @@ cache, the padding mask and the position ids), so a decode step builds no masks 
 no tensors. The loops follow the reference library's semantics step for step (processor
 order, how finished sequences are padded, how beams are scored and kept), so they choose
 the same tokens.
+
+The prompt is fed under ``no_grad`` and the decode steps run under ``inference_mode``,
+which skips autograd's bookkeeping on every op (about 8% of a small model's step on the
+CPU). Everything that outlives ``generate`` is made outside inference mode: the token
+buffer and the cache's buffers (allocated while feeding the prompt, with room for the
+whole generation) are ordinary tensors, and recorded scores and final beams are copied on
+the way out, so callers can use them freely, in place or with autograd.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch.nn import functional as F
 
 from .logits import LogitsProcessorList
-from .stopping import StoppingCriteriaList
+from .stopping import MaxLengthCriteria, StoppingCriteriaList
 
 # A score low enough that a candidate can never be picked (the reference's constant).
 _NEVER = -1.0e9
@@ -136,7 +142,13 @@ class Recorder:
         return tuple(self.scores) if self.scores is not None else None
 
     def as_tuples(self) -> dict[str, tuple | None]:
-        return {name: tuple(value) if value is not None else None for name, value in
+        """The recordings as tuples of ordinary tensors (copies of the steps' inference tensors)."""
+        def plain(value: Any) -> Any:
+            if isinstance(value, torch.Tensor):
+                return value.clone()
+            return tuple(plain(v) for v in value) if isinstance(value, (tuple, list)) else value
+
+        return {name: plain(value) if value is not None else None for name, value in
                 (("scores", self.scores), ("logits", self.logits), ("attentions", self.attentions),
                  ("hidden_states", self.hidden_states))}
 
@@ -147,11 +159,10 @@ class DecodeResult:
     recorder: Recorder
     sequences_scores: torch.Tensor | None = None
     beam_indices: torch.Tensor | None = None
-    extras: dict = field(default_factory=dict)
 
 
 def _trimmed(tokens: torch.Tensor, length: int) -> torch.Tensor:
-    return tokens if length == tokens.shape[1] else tokens[:, :length].contiguous()
+    return tokens if length == tokens.shape[1] else tokens[:, :length].clone()
 
 
 def _choose(scores: torch.Tensor, do_sample: bool) -> torch.Tensor:
@@ -184,23 +195,27 @@ def greedy_or_sample(
     """
     batch = tokens.shape[0]
     unfinished = torch.ones(batch, dtype=torch.bool, device=tokens.device)
+    # The loop bound is max_length: a step checks stopping criteria only if there are others.
+    check = any(not isinstance(criterion, MaxLengthCriteria) for criterion in criteria)
     length = prompt_length
     logits = stepper.prefill(tokens, start, length)
-    while True:
-        sequence = tokens[:, :length]
-        scores = processors(sequence, logits) if processors else logits
-        recorder.record(scores, logits, stepper)
-        next_tokens = _choose(scores, do_sample)
-        if pad_finished_with is not None:
-            next_tokens = torch.where(unfinished, next_tokens, pad_finished_with)
-        tokens[:, length] = next_tokens
-        length += 1
-        if streamer is not None:
-            streamer.put(next_tokens.cpu())
-        unfinished &= ~criteria(tokens[:, :length], recorder.scores_so_far())
-        if length >= max_length or not bool(unfinished.any()):
-            break
-        logits = stepper.next_logits(tokens, length)
+    with torch.inference_mode():  # the steady state: see the module docstring
+        while True:
+            sequence = tokens[:, :length]
+            scores = processors(sequence, logits) if processors else logits
+            recorder.record(scores, logits, stepper)
+            next_tokens = _choose(scores, do_sample)
+            if pad_finished_with is not None:
+                next_tokens = torch.where(unfinished, next_tokens, pad_finished_with)
+            tokens[:, length] = next_tokens
+            length += 1
+            if streamer is not None:
+                streamer.put(next_tokens.cpu())
+            if check:
+                unfinished &= ~criteria(tokens[:, :length], recorder.scores_so_far())
+            if length >= max_length or (check and not bool(unfinished.any())):
+                break
+            logits = stepper.next_logits(tokens, length)
     return DecodeResult(_trimmed(tokens, length), recorder)
 
 
@@ -265,75 +280,76 @@ def beam_search(
     length = prompt_length
     flat_running = tokens[:, :prompt_length]
     logits = stepper.prefill(tokens, start, prompt_length)
-    while True:
-        log_probs = processors(flat_running, F.log_softmax(logits, dim=-1))
-        recorder.record(log_probs, logits, stepper)
-        vocab = log_probs.shape[-1]
-        totals = (log_probs.view(batch, num_beams, vocab) + running_scores[:, :, None]).view(batch, -1)
+    with torch.inference_mode():  # the steady state: see the module docstring
+        while True:
+            log_probs = processors(flat_running, F.log_softmax(logits, dim=-1))
+            recorder.record(log_probs, logits, stepper)
+            vocab = log_probs.shape[-1]
+            totals = (log_probs.view(batch, num_beams, vocab) + running_scores[:, :, None]).view(batch, -1)
 
-        # a. the best `keep` continuations over all beams
-        if do_sample:
-            picked = torch.multinomial(F.softmax(totals, dim=-1), num_samples=keep)
-            picked_scores = totals.gather(1, picked)
-        else:
-            picked_scores, picked = torch.topk(totals, keep)
-        from_beam = picked // vocab
-        candidates = _gather_beams(running, from_beam)
-        candidates[:, :, length] = picked % vocab
-        candidate_origins = _gather_beams(running_origins, from_beam)
-        candidate_origins[:, :, length - prompt_length] = (from_beam + batch_offset).to(torch.int32)
+            # a. the best `keep` continuations over all beams
+            if do_sample:
+                picked = torch.multinomial(F.softmax(totals, dim=-1), num_samples=keep)
+                picked_scores = totals.gather(1, picked)
+            else:
+                picked_scores, picked = torch.topk(totals, keep)
+            from_beam = picked // vocab
+            candidates = _gather_beams(running, from_beam)
+            candidates[:, :, length] = picked % vocab
+            candidate_origins = _gather_beams(running_origins, from_beam)
+            candidate_origins[:, :, length - prompt_length] = (from_beam + batch_offset).to(torch.int32)
 
-        # b. which continuations end here
-        ends = criteria(candidates[:, :, :length + 1].reshape(batch * keep, -1), recorder.scores_so_far())
-        ends = ends.view(batch, keep)
+            # b. which continuations end here
+            ends = criteria(candidates[:, :, :length + 1].reshape(batch * keep, -1), recorder.scores_so_far())
+            ends = ends.view(batch, keep)
 
-        # c. the best num_beams continuations that go on
-        live_scores = picked_scores + ends.to(torch.float32) * _NEVER
-        best_live = torch.topk(live_scores, num_beams).indices
-        running = _gather_beams(candidates, best_live)
-        running_scores = _gather_beams(live_scores, best_live)
-        running_origins = _gather_beams(candidate_origins, best_live)
+            # c. the best num_beams continuations that go on
+            live_scores = picked_scores + ends.to(torch.float32) * _NEVER
+            best_live = torch.topk(live_scores, num_beams).indices
+            running = _gather_beams(candidates, best_live)
+            running_scores = _gather_beams(live_scores, best_live)
+            running_origins = _gather_beams(candidate_origins, best_live)
 
-        # d. continuations that end among the top num_beams compete for the finished slots
-        just_finished = ends & top_beam_slots[None, :]
-        final_scores = picked_scores / ((length + 1 - prompt_length) ** length_penalty)
-        full = is_finished.all(dim=-1, keepdim=True) & (early_stopping is True)
-        final_scores = final_scores + full.to(torch.float32) * _NEVER
-        final_scores = final_scores + (~can_improve).to(torch.float32) * _NEVER
-        final_scores = final_scores + (~just_finished).to(torch.float32) * _NEVER
-        merged_scores = torch.cat((finished_scores, final_scores), dim=1)
-        best_final = torch.topk(merged_scores, num_beams).indices
-        finished = _gather_beams(torch.cat((finished, candidates), dim=1), best_final)
-        finished_scores = _gather_beams(merged_scores, best_final)
-        finished_origins = _gather_beams(torch.cat((finished_origins, candidate_origins), dim=1), best_final)
-        is_finished = _gather_beams(torch.cat((is_finished, just_finished), dim=1), best_final)
+            # d. continuations that end among the top num_beams compete for the finished slots
+            just_finished = ends & top_beam_slots[None, :]
+            final_scores = picked_scores / ((length + 1 - prompt_length) ** length_penalty)
+            full = is_finished.all(dim=-1, keepdim=True) & (early_stopping is True)
+            final_scores = final_scores + full.to(torch.float32) * _NEVER
+            final_scores = final_scores + (~can_improve).to(torch.float32) * _NEVER
+            final_scores = final_scores + (~just_finished).to(torch.float32) * _NEVER
+            merged_scores = torch.cat((finished_scores, final_scores), dim=1)
+            best_final = torch.topk(merged_scores, num_beams).indices
+            finished = _gather_beams(torch.cat((finished, candidates), dim=1), best_final)
+            finished_scores = _gather_beams(merged_scores, best_final)
+            finished_origins = _gather_beams(torch.cat((finished_origins, candidate_origins), dim=1), best_final)
+            is_finished = _gather_beams(torch.cat((is_finished, just_finished), dim=1), best_final)
 
-        # e. keep the caches of the beams that go on
-        if stepper.cache is not None:
-            stepper.cache.reorder_cache(running_origins[:, :, length - prompt_length].reshape(-1).long())
-        length += 1
+            # e. keep the caches of the beams that go on
+            if stepper.cache is not None:
+                stepper.cache.reorder_cache(running_origins[:, :, length - prompt_length].reshape(-1).long())
+            length += 1
 
-        # f. can anything still change?
-        if early_stopping == "never" and length_penalty > 0.0:
-            best_length = max_length - prompt_length
-        else:
-            best_length = length - prompt_length
-        best_running = running_scores[:, :1] / (best_length ** length_penalty)
-        worst_finished = torch.where(is_finished, finished_scores.min(dim=1, keepdim=True).values, _NEVER)
-        can_improve = can_improve & (best_running > worst_finished).any(dim=-1, keepdim=True)
-        go_on = can_improve.any() & ~(is_finished.all() & (early_stopping is True)) & ~ends.all()
-        if length >= max_length or not bool(go_on):
-            break
-        flat_running = running[:, :, :length].reshape(flat_batch, length)
-        logits = stepper.next_logits(flat_running, length)
+            # f. can anything still change?
+            if early_stopping == "never" and length_penalty > 0.0:
+                best_length = max_length - prompt_length
+            else:
+                best_length = length - prompt_length
+            best_running = running_scores[:, :1] / (best_length ** length_penalty)
+            worst_finished = torch.where(is_finished, finished_scores.min(dim=1, keepdim=True).values, _NEVER)
+            can_improve = can_improve & (best_running > worst_finished).any(dim=-1, keepdim=True)
+            go_on = can_improve.any() & ~(is_finished.all() & (early_stopping is True)) & ~ends.all()
+            if length >= max_length or not bool(go_on):
+                break
+            flat_running = running[:, :, :length].reshape(flat_batch, length)
+            logits = stepper.next_logits(flat_running, length)
 
-    sequences = finished[:, :num_return_sequences].reshape(batch * num_return_sequences, max_length)
-    scores = finished_scores[:, :num_return_sequences].reshape(-1)
-    origins = finished_origins[:, :num_return_sequences].reshape(batch * num_return_sequences, -1)
-    generated = int((origins >= 0).sum(dim=1).max())
+        sequences = finished[:, :num_return_sequences].reshape(batch * num_return_sequences, max_length)
+        scores = finished_scores[:, :num_return_sequences].reshape(-1)
+        origins = finished_origins[:, :num_return_sequences].reshape(batch * num_return_sequences, -1)
+        generated = int((origins >= 0).sum(dim=1).max())
     return DecodeResult(
-        sequences[:, :prompt_length + generated].contiguous(), recorder,
-        sequences_scores=scores, beam_indices=origins[:, :generated].long(),
+        sequences[:, :prompt_length + generated].clone(), recorder,
+        sequences_scores=scores.clone(), beam_indices=origins[:, :generated].long().clone(),
     )
 
 
@@ -452,37 +468,36 @@ def assisted_decoding(
     if streamer is not None:
         streamer.put(tokens[:, length - 1:length].cpu())
     done = bool(criteria(tokens[:, :length], recorder.scores_so_far()).any())
-    while not done and length < max_length:
-        # The cache holds tokens[:, :length - 1]; the last token and the draft go in together.
-        draft = drafter.draft(tokens[:, :length], max_length - length - 1)
-        proposed = draft.shape[0]
-        tokens[0, length:length + proposed] = draft
-        step_logits = stepper.feed(tokens[:, length - 1:length + proposed], length - 1, keep=proposed + 1)
-        chosen = []
-        for i in range(proposed + 1):
-            step_scores = processors(tokens[:, :length + i], step_logits[:, i]) if processors else step_logits[:, i]
-            choice = int(step_scores.argmax(dim=-1))
-            chosen.append((choice, step_scores, step_logits[:, i]))
-            if i == proposed or choice != int(draft[i]):
-                break
-        new_tokens = [choice for choice, _, _ in chosen][: max_length - length]
-        if eos_token_ids is not None:
-            eos = set(eos_token_ids.tolist())
-            for i, token in enumerate(new_tokens):
-                if token in eos:
-                    new_tokens = new_tokens[: i + 1]
+    with torch.inference_mode():  # the steady state: see the module docstring
+        while not done and length < max_length:
+            # The cache holds tokens[:, :length - 1]; the last token and the draft go in together.
+            draft = drafter.draft(tokens[:, :length], max_length - length - 1)
+            proposed = draft.shape[0]
+            tokens[0, length:length + proposed] = draft
+            step_logits = stepper.feed(tokens[:, length - 1:length + proposed], length - 1, keep=proposed + 1)
+            chosen = []
+            for i in range(proposed + 1):
+                step_scores = processors(tokens[:, :length + i], step_logits[:, i]) if processors else step_logits[:, i]
+                choice = int(step_scores.argmax(dim=-1))
+                chosen.append((choice, step_scores, step_logits[:, i]))
+                if i == proposed or choice != int(draft[i]):
                     break
-        accepted = len(new_tokens)
-        drafter.update(accepted - 1, proposed)
-        tokens[0, length:length + accepted] = torch.tensor(new_tokens, device=tokens.device)
-        for _, step_scores, raw in chosen[:accepted]:
-            recorder.record(step_scores, raw, stepper)
-        length += accepted
-        stepper.cache.crop(length - 1)
-        if streamer is not None:
-            streamer.put(tokens[:, length - accepted:length].cpu())
-        done = bool(criteria(tokens[:, :length], recorder.scores_so_far()).any())
+            new_tokens = [choice for choice, _, _ in chosen][: max_length - length]
+            if eos_token_ids is not None:
+                eos = set(eos_token_ids.tolist())
+                for i, token in enumerate(new_tokens):
+                    if token in eos:
+                        new_tokens = new_tokens[: i + 1]
+                        break
+            accepted = len(new_tokens)
+            drafter.update(accepted - 1, proposed)
+            tokens[0, length:length + accepted] = torch.tensor(new_tokens, device=tokens.device)
+            for _, step_scores, raw in chosen[:accepted]:
+                recorder.record(step_scores, raw, stepper)
+            length += accepted
+            stepper.cache.crop(length - 1)
+            if streamer is not None:
+                streamer.put(tokens[:, length - accepted:length].cpu())
+            done = bool(criteria(tokens[:, :length], recorder.scores_so_far()).any())
     return DecodeResult(_trimmed(tokens, length), recorder)
 
-
-DecodeFunction = Callable[..., DecodeResult]

@@ -175,7 +175,7 @@ class GenerationMixin:
 
         prompt_length = input_ids.shape[1]
         _prepare_lengths(self, config, prompt_length)
-        cache, start = _prepare_cache(self, config, model_inputs.get("past_key_values"), input_ids, mode)
+        cache, start = _prepare_cache(config, model_inputs.get("past_key_values"), input_ids)
 
         padding_lengths = (attention_mask != 0).int().argmax(dim=1) if attention_mask is not None else None
         processors = build_logits_processors(
@@ -216,7 +216,37 @@ class GenerationMixin:
                                       pad_finished_with=pad if finishing else None, streamer=streamer, **common)
         if streamer is not None:
             streamer.end()
-        return _package(result, config, cache, mode)
+        return _package(result, config, cache, beams=mode in ("beam_search", "beam_sample"))
+
+
+    def compute_transition_scores(
+        self,
+        sequences: torch.Tensor,
+        scores: tuple[torch.Tensor, ...],
+        beam_indices: torch.Tensor | None = None,
+        normalize_logits: bool = False,
+    ) -> torch.Tensor:
+        """The score of each generated token, (rows, generated length), from ``generate``'s outputs.
+
+        ``scores`` are the per-step scores (``output_scores=True``); for beam search pass the
+        output's ``beam_indices``, which say which beam's scores each token was chosen from.
+        ``normalize_logits=True`` turns each step's scores into log-probabilities first.
+        Positions after a beam ended are 0.
+        """
+        steps = len(scores)
+        stacked = torch.stack(scores, dim=1)  # (beams or rows, steps, vocab)
+        if normalize_logits:
+            stacked = stacked.log_softmax(dim=-1)
+        if beam_indices is None:
+            beam_indices = torch.arange(stacked.shape[0], device=stacked.device)[:, None].expand(-1, steps)
+        beam_indices = beam_indices.to(stacked.device)
+        valid = beam_indices >= 0
+        length = int(valid.sum(dim=-1).max())
+        valid = valid[:, :length]
+        rows = beam_indices[:, :length].clamp(min=0)
+        tokens = sequences[:, sequences.shape[1] - length:].to(stacked.device)
+        step = torch.arange(length, device=stacked.device)[None, :]
+        return stacked[rows, step, tokens].masked_fill(~valid, 0.0)
 
 
 # -- preparation steps ------------------------------------------------------------------------------
@@ -238,6 +268,10 @@ def _prepare_config(model: Any, passed: GenerationConfig | None, kwargs: dict[st
             f"Model inputs are {list(_MODEL_INPUTS)}; settings are the attributes of GenerationConfig."
         )
     config.update(**settings)
+    if config.cache_implementation == "hybrid":
+        # Older files name the sliding-window cache "hybrid"; the reference now uses the dynamic cache
+        # for them, and so does the cache here (the models apply windows in their masks).
+        config.cache_implementation = None
     return config
 
 
@@ -322,6 +356,8 @@ def _prepare_prompt(
             f"generate(): input_ids must have shape (batch, length), got {list(input_ids.shape)}; use ids[None] for "
             "a single sequence."
         )
+    if input_ids.shape[0] == 0:
+        raise GenerationError("generate(): the batch is empty; pass at least one prompt.")
     if input_ids.dtype not in (torch.long, torch.int, torch.int16, torch.int8, torch.uint8):
         raise GenerationError(f"generate(): input_ids must hold integer token ids, got {input_ids.dtype}.")
     input_ids = input_ids.to(device=device, dtype=torch.long)
@@ -408,9 +444,7 @@ def _prepare_lengths(model: Any, config: GenerationConfig, prompt_length: int) -
     config.max_length, config.min_length = max_length, min_length
 
 
-def _prepare_cache(
-    model: Any, config: GenerationConfig, user_cache: Any, input_ids: torch.Tensor, mode: str
-) -> tuple[Any, int]:
+def _prepare_cache(config: GenerationConfig, user_cache: Any, input_ids: torch.Tensor) -> tuple[Any, int]:
     """The KV cache to decode with and how many prompt tokens it already holds."""
     prompt_length = input_ids.shape[1]
     if user_cache is not None:
@@ -428,6 +462,9 @@ def _prepare_cache(
             )
         if not config.use_cache:
             raise GenerationError("generate(): use_cache=False contradicts the past_key_values passed.")
+        # Room for the whole generation now, so decode steps never grow the cache (see .search).
+        if isinstance(user_cache, DynamicCache):
+            user_cache.reserve(config.max_length)
         start = user_cache.get_seq_length()
         if start:
             if user_cache.batch_size != input_ids.shape[0]:
@@ -479,12 +516,12 @@ def _make_drafter(
 
 
 def _package(
-    result: DecodeResult, config: GenerationConfig, cache: Any, mode: str
+    result: DecodeResult, config: GenerationConfig, cache: Any, beams: bool
 ) -> torch.LongTensor | GenerateDecoderOnlyOutput | GenerateBeamDecoderOnlyOutput:
     if not config.return_dict_in_generate:
         return result.sequences
     recorded = result.recorder.as_tuples()
-    if mode in ("beam_search", "beam_sample"):
+    if beams:
         return GenerateBeamDecoderOnlyOutput(
             sequences=result.sequences,
             sequences_scores=result.sequences_scores if config.output_scores else None,

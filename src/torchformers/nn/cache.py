@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from ..errors import GenerationError
+from ..errors import GenerationError, UnsupportedArgumentError
 
 
 class _LayerBuffers:
@@ -166,9 +166,13 @@ class StaticCache(_LayerBuffers):
 
     def __init__(self, config: object = None, max_cache_len: int | None = None, **kwargs: Any) -> None:
         super().__init__()
-        unsupported = sorted(k for k, v in kwargs.items() if v and k in ("offloading", "offload_only_non_sliding"))
-        if unsupported:
-            raise GenerationError(f"StaticCache: {unsupported} are not supported; the cache stays on the model's device.")
+        if kwargs.pop("offloading", False):
+            raise GenerationError("StaticCache: offloading is not supported; the cache stays on the model's device.")
+        # Older versions of the reference took these; the first write tells all of them.
+        for key in ("offload_only_non_sliding", "max_batch_size", "batch_size", "device", "dtype", "layer_device_map"):
+            kwargs.pop(key, None)
+        if kwargs:
+            raise UnsupportedArgumentError(f"StaticCache() got unsupported arguments {sorted(kwargs)}.")
         if max_cache_len is None:
             max_cache_len = getattr(config, "max_position_embeddings", None)
         if not isinstance(max_cache_len, int) or isinstance(max_cache_len, bool) or max_cache_len <= 0:
