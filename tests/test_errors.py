@@ -280,7 +280,7 @@ def test_unsupported_keyword(tiny_llama_dir, load):
 
 @pytest.mark.parametrize(
     ("option", "value"),
-    [("gguf_file", "model.gguf"), ("quantization_config", {"bits": 4}), ("load_in_8bit", True),
+    [("quantization_config", {"quant_method": "bitsandbytes", "load_in_4bit": True}), ("load_in_8bit", True),
      ("from_tf", True), ("key_mapping", {"a": "b"}), ("tp_plan", "auto")],
 )
 def test_options_torchformers_does_not_offer(tiny_llama_dir, option, value):

@@ -120,3 +120,33 @@ def test_import_torchformers_does_not_import_torch(tmp_path):
     result = run_python(code, tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["none", torchformers.__version__, "False", "True"]
+
+
+def test_pipelines_work_without_the_reference(tmp_path, minilm_dir):
+    code = BLOCK_REFERENCE + textwrap.dedent(
+        f"""
+        import importlib, shutil, sys
+        import torch
+        import torchformers
+        from torchformers import BertConfig, BertForMaskedLM, BertForSequenceClassification, pipeline
+        from torchformers.pipelines import SUPPORTED_TASKS
+
+        for task in SUPPORTED_TASKS.values():
+            importlib.import_module("torchformers.pipelines." + task.module)
+        torch.manual_seed(0)
+        config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                            intermediate_size=64)
+        for name, model_class in (("cls", BertForSequenceClassification), ("mlm", BertForMaskedLM)):
+            model_class.from_config(config).save_pretrained(name)
+            for file in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+                shutil.copy({minilm_dir!r} + "/" + file, name)
+        labels = pipeline("text-classification", model="cls", device="cpu")(["good", "bad movie"], batch_size=2)
+        assert [set(answer) for answer in labels] == [{{"label", "score"}}] * 2
+        assert len(pipeline(model="mlm", device="cpu")("Paris is the [MASK] of France.")) == 5
+        assert not any(m == "transformers" or m.startswith("transformers.") for m in sys.modules)
+        print("ok")
+        """
+    )
+    result = run_python(code, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"

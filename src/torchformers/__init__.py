@@ -26,6 +26,7 @@ _LAZY_NAMES: dict[str, str] = {
     "AutoModelForQuestionAnswering": "models.auto",
     "AutoModelForMultipleChoice": "models.auto",
     "DynamicCache": "nn.cache",
+    "WeightOnlyConfig": "quantization.config",
     "set_seed": "seeding",
     "errors": "errors",
 }
@@ -80,6 +81,37 @@ _GENERATION_NAMES = {
     "nn.cache": ["StaticCache"],
 }
 for _module, _names in _GENERATION_NAMES.items():
+    _LAZY_NAMES.update(dict.fromkeys(_names, _module))
+
+_TRAINING_NAMES = {
+    "training.arguments": ["TrainingArguments", "IntervalStrategy", "SaveStrategy"],
+    "training.trainer": ["Trainer", "EvalPrediction", "TrainOutput", "PredictionOutput"],
+    "training.callbacks": ["TrainerCallback", "TrainerState", "TrainerControl", "EarlyStoppingCallback",
+                           "DefaultFlowCallback", "ProgressCallback", "PrinterCallback"],
+    "training.checkpoints": ["get_last_checkpoint"],
+    "training.collators": ["default_data_collator", "DefaultDataCollator", "DataCollatorWithPadding",
+                           "DataCollatorForLanguageModeling", "DataCollatorForTokenClassification",
+                           "DataCollatorForSeq2Seq"],
+    "training.schedulers": ["SchedulerType", "get_scheduler", "get_constant_schedule",
+                            "get_constant_schedule_with_warmup", "get_linear_schedule_with_warmup",
+                            "get_cosine_schedule_with_warmup", "get_cosine_with_hard_restarts_schedule_with_warmup",
+                            "get_polynomial_decay_schedule_with_warmup"],
+}
+for _module, _names in _TRAINING_NAMES.items():
+    _LAZY_NAMES.update(dict.fromkeys(_names, _module))
+
+_PIPELINE_NAMES = {
+    "pipelines": ["pipeline"],
+    "pipelines.base": ["Pipeline"],
+    "pipelines.text_generation": ["TextGenerationPipeline"],
+    "pipelines.text_classification": ["TextClassificationPipeline"],
+    "pipelines.token_classification": ["TokenClassificationPipeline", "NerPipeline"],
+    "pipelines.question_answering": ["QuestionAnsweringPipeline"],
+    "pipelines.fill_mask": ["FillMaskPipeline"],
+    "pipelines.feature_extraction": ["FeatureExtractionPipeline", "SentenceEmbeddingPipeline"],
+    "pipelines.zero_shot_classification": ["ZeroShotClassificationPipeline"],
+}
+for _module, _names in _PIPELINE_NAMES.items():
     _LAZY_NAMES.update(dict.fromkeys(_names, _module))
 
 __all__ = sorted(_LAZY_NAMES) + ["__version__"]

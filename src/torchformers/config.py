@@ -18,6 +18,7 @@ from . import __version__
 from .errors import ConfigError, RemoteCodeError, UnsupportedArgumentError, describe_path
 from .files import atomic_write_text
 from .hub import resolve_file
+from .weights.gguf import gguf_config_source
 
 CONFIG_NAME = "config.json"
 
@@ -279,9 +280,13 @@ class PretrainedConfig:
         revision: str | None = None,
         return_unused_kwargs: bool = False,
         subfolder: str = "",
+        gguf_file: str | os.PathLike | None = None,
         **kwargs: Any,
     ) -> PretrainedConfig | tuple[PretrainedConfig, dict[str, Any]]:
-        """Load ``config.json`` from a directory, a path to the file itself, or a hub id."""
+        """Load ``config.json`` from a directory, a path to the file itself, or a hub id.
+
+        With ``gguf_file`` (or a path to a ``.gguf`` file) the config comes from the GGUF metadata.
+        """
         if kwargs.pop("trust_remote_code", False):
             raise RemoteCodeError(REMOTE_CODE_MESSAGE)
         config_dict, config_file = load_config_dict(
@@ -292,6 +297,7 @@ class PretrainedConfig:
             token=token,
             revision=revision,
             subfolder=subfolder,
+            gguf_file=gguf_file,
         )
         file_type = config_dict.get("model_type")
         if cls.model_type and file_type and file_type != cls.model_type:
@@ -337,9 +343,13 @@ def read_config_dict(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def load_config_dict(
-    pretrained_model_name_or_path: str | os.PathLike, subfolder: str = "", **hub_kwargs: Any
+    pretrained_model_name_or_path: str | os.PathLike, subfolder: str = "",
+    gguf_file: str | os.PathLike | None = None, **hub_kwargs: Any,
 ) -> tuple[dict[str, Any], str]:
-    """Find and read ``config.json``; returns its contents and its local path."""
+    """Find and read ``config.json`` (or a GGUF file's metadata); returns its contents and its local path."""
+    gguf = gguf_config_source(pretrained_model_name_or_path, gguf_file, subfolder=subfolder, **hub_kwargs)
+    if gguf is not None:
+        return gguf
     path = os.fspath(pretrained_model_name_or_path)
     if os.path.isfile(path):
         config_file = path

@@ -64,3 +64,21 @@ class TokenizerFileError(TorchformersError, OSError):
 
 class ChatTemplateError(TokenizerError):
     """A chat template failed to compile or raised while rendering; the message names the template."""
+
+
+class PipelineError(TorchformersError, ValueError):
+    """A pipeline got a model of the wrong kind for its task, a missing argument, or an input it cannot
+    handle (no mask token for fill-mask, no candidate labels for zero-shot classification...)."""
+
+
+class UnknownTaskError(PipelineError, KeyError):
+    """``pipeline()`` was asked for a task it does not know; the message lists the supported ones."""
+
+    def __str__(self) -> str:
+        # KeyError would show the message quoted like a dict key.
+        return str(self.args[0]) if self.args else ""
+
+
+class TrainingError(TorchformersError, ValueError):
+    """The Trainer's inputs do not fit: a batch without the model's inputs, labels of the wrong shape,
+    a checkpoint to resume from that is incomplete or corrupt."""

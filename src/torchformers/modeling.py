@@ -39,6 +39,8 @@ from .weights.checkpoint import (
     resolve_checkpoint,
     with_variant,
 )
+from .weights.gguf import resolve_gguf
+from .weights.gguf_checkpoint import GGUFCheckpoint
 from .weights.safetensors import save_safetensors
 
 logger = logging.getLogger("torchformers")
@@ -46,10 +48,10 @@ logger = logging.getLogger("torchformers")
 # Options of the reference library's from_pretrained that torchformers does not offer (yet),
 # with what to do instead. They raise rather than being ignored.
 _UNSUPPORTED_LOAD_OPTIONS = {
-    "gguf_file": "GGUF files are not supported by this version of torchformers.",
-    "quantization_config": "quantized loading is not supported by this version of torchformers.",
-    "load_in_8bit": "quantized loading is not supported by this version of torchformers.",
-    "load_in_4bit": "quantized loading is not supported by this version of torchformers.",
+    "load_in_8bit": "bitsandbytes is not used; pass quantization_config=WeightOnlyConfig(bits=8) "
+                    "(torchformers.quantization) instead.",
+    "load_in_4bit": "bitsandbytes is not used; pass quantization_config=WeightOnlyConfig(bits=4) "
+                    "(torchformers.quantization) instead.",
     "max_memory": "device_map places the whole model on one device, or follows an explicit dict.",
     "offload_folder": "offloading weights to disk is not supported.",
     "offload_state_dict": "offloading weights to disk is not supported.",
@@ -394,6 +396,12 @@ class PreTrainedModel(nn.Module):
         ``attn_implementation`` is ``"sdpa"`` (default) or ``"eager"``. Other keywords
         override config attributes; anything else raises UnsupportedArgumentError.
         ``output_loading_info=True`` also returns the missing, unexpected and mismatched keys.
+        ``quantization_config`` (a ``torchformers.quantization.WeightOnlyConfig`` or its dict)
+        quantizes the linear layers to int8 or int4 after loading; a checkpoint saved quantized
+        loads quantized without it.
+        ``gguf_file`` names a GGUF file in the directory or repository (a path to a ``.gguf``
+        file works on its own too): config and weights come from it, dequantized to float32 by
+        default, as in the reference library.
         """
         if kwargs.pop("trust_remote_code", False):
             raise RemoteCodeError(REMOTE_CODE_MESSAGE)
@@ -414,6 +422,7 @@ class PreTrainedModel(nn.Module):
         subfolder = kwargs.pop("subfolder", "")
         variant = kwargs.pop("variant", None)
         generation_config = kwargs.pop("generation_config", None)
+        quantization_config = kwargs.pop("quantization_config", None)
         # Accepted for compatibility: loading is always low-memory here, as it is in the reference.
         kwargs.pop("low_cpu_mem_usage", None)
         kwargs.pop("_from_auto", None)
@@ -422,20 +431,34 @@ class PreTrainedModel(nn.Module):
             "token": token, "revision": revision, "subfolder": subfolder,
         }
 
-        config = cls._load_config(pretrained_model_name_or_path, config, kwargs, hub_kwargs)
+        gguf_path = resolve_gguf(pretrained_model_name_or_path, kwargs.pop("gguf_file", None), **hub_kwargs)
+        config = cls._load_config(gguf_path or pretrained_model_name_or_path, config, kwargs, hub_kwargs)
         config._attn_implementation = check_attn_implementation(
             attn_implementation or getattr(config, "_attn_implementation", None)
         )
-        checkpoint = resolve_checkpoint(
-            pretrained_model_name_or_path, use_safetensors=use_safetensors, variant=variant, **hub_kwargs
-        )
+        if gguf_path is not None:
+            checkpoint = GGUFCheckpoint([gguf_path], config=config)
+        else:
+            checkpoint = resolve_checkpoint(
+                pretrained_model_name_or_path, use_safetensors=use_safetensors, variant=variant, **hub_kwargs
+            )
         dtype = _resolve_dtype(dtype, config, checkpoint)
         config.dtype = dtype
 
+        from .quantization.quantizer import plan_quantized_load  # imported only where used
+
+        quantization = plan_quantized_load(config, quantization_config, str(pretrained_model_name_or_path))
         with torch.device("meta"), no_init_weights():
             model = cls(config)
+        if quantization is not None:
+            quantization.before_loading(model)
         info = model._load_checkpoint(checkpoint, dtype, device_map, ignore_mismatched_sizes)
+        if quantization is not None:
+            quantization.after_loading(model)
         model.name_or_path = str(pretrained_model_name_or_path)
+        if model.can_generate() and generation_config is None and gguf_path is not None:
+            # As in the reference: a GGUF file's generation settings are its config's token ids.
+            generation_config = GenerationConfig.from_model_config(config)
         if model.can_generate():
             model.generation_config = generation_config or _load_generation_config(
                 pretrained_model_name_or_path, config, hub_kwargs

@@ -92,10 +92,14 @@ class AutoConfig:
     def from_pretrained(
         cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any
     ) -> PretrainedConfig | tuple[PretrainedConfig, dict[str, Any]]:
-        """Read ``config.json`` (a directory, the file, or a hub id) into its family's config class."""
+        """Read ``config.json`` (a directory, the file, or a hub id) into its family's config class.
+
+        ``gguf_file`` (or a path to a ``.gguf`` file) reads the config from GGUF metadata instead.
+        """
         if kwargs.pop("trust_remote_code", False):
             raise RemoteCodeError(REMOTE_CODE_MESSAGE)
-        hub_keys = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder")
+        hub_keys = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder",
+                    "gguf_file")
         hub_kwargs = {k: kwargs.pop(k) for k in hub_keys if k in kwargs}
         config_dict, path = load_config_dict(pretrained_model_name_or_path, **hub_kwargs)
         model_type = config_dict.get("model_type")
@@ -165,7 +169,8 @@ class _AutoModel:
             raise RemoteCodeError(REMOTE_CODE_MESSAGE)
         config = kwargs.get("config")
         if not isinstance(config, PretrainedConfig):
-            hub_keys = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder")
+            hub_keys = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder",
+                        "gguf_file")
             source = pretrained_model_name_or_path if config is None else config
             config = AutoConfig.from_pretrained(source, **{k: kwargs[k] for k in hub_keys if k in kwargs})
             if kwargs.get("config") is not None:

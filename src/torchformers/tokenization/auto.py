@@ -7,6 +7,7 @@ from typing import Any
 
 from ..errors import RemoteCodeError, TokenizerError, TokenizerFileError, describe_path
 from ..hub import resolve_file
+from ..weights.gguf import resolve_gguf
 from .base import (
     REMOTE_CODE_MESSAGE,
     TOKENIZER_CONFIG_FILE,
@@ -61,7 +62,8 @@ class AutoTokenizer:
         The class comes from ``tokenizer_class`` in ``tokenizer_config.json``, else from ``model_type``
         in ``config.json`` (or ``config=``); a repository with only a ``tokenizer.json`` loads as
         PreTrainedTokenizerFast. Without ``tokenizer.json`` the fast class is converted from the slow
-        files. ``trust_remote_code=True`` is refused.
+        files. ``gguf_file`` (or a path to a ``.gguf`` file) builds the tokenizer from GGUF metadata.
+        ``trust_remote_code=True`` is refused.
         """
         if kwargs.pop("trust_remote_code", False):
             raise RemoteCodeError(REMOTE_CODE_MESSAGE)
@@ -71,6 +73,12 @@ class AutoTokenizer:
         hub = {k: kwargs[k] for k in ("cache_dir", "force_download", "local_files_only", "token", "revision",
                                       "subfolder") if k in kwargs}
         path = os.fspath(pretrained_model_name_or_path)
+        gguf_path = resolve_gguf(path, kwargs.pop("gguf_file", None), **hub)
+        if gguf_path is not None:
+            from .gguf import tokenizer_from_gguf
+
+            settings = {k: v for k, v in kwargs.items() if k not in hub}
+            return tokenizer_from_gguf(gguf_path, **{"name_or_path": path, **settings})
         if os.path.isfile(path):
             name = "PreTrainedTokenizer" if path.endswith(TOKENIZER_FILE) else None
             if name is None:
