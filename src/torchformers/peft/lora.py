@@ -1,0 +1,694 @@
+"""LoRA: low-rank updates trained beside frozen weights, with the ``peft`` library's API and files.
+
+``get_peft_model(model, LoraConfig(...))`` freezes the model and wraps each targeted linear
+layer in a :class:`LoraLinear`, which adds ``scaling * B(A(dropout(x)))`` to the frozen
+layer's output. The wrapped model is a :class:`PeftModel` whose module tree is the one
+``peft`` builds (``base_model.model.<the model's names>``, with ``base_layer``, ``lora_A``
+and ``lora_B`` per adapted layer), so parameter names, ``adapter_config.json`` and the
+keys of ``adapter_model.safetensors`` (``base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight``)
+match peft's: adapters saved by either library load in the other.
+
+The frozen layer may be ``nn.Linear``, GPT-2's ``Conv1D`` or a quantized int8/int4 layer
+(QLoRA: the gradient passes through the quantized product to the adapters below it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import inspect
+import logging
+import os
+import re
+from collections.abc import Callable, Iterator
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError, UnsupportedArgumentError, WeightsMismatchError, describe_path
+from ..hub import resolve_file
+from ..models.gpt2 import Conv1D
+from ..quantization.linear import QuantizedLinear
+from ..weights.safetensors import SafetensorsFile, save_safetensors
+from ..weights.torch_bin import load_torch_bin
+from .config import ADAPTER_CONFIG_NAME, LoraConfig, TaskType
+
+logger = logging.getLogger("torchformers")
+
+ADAPTER_SAFE_WEIGHTS_NAME = "adapter_model.safetensors"
+ADAPTER_WEIGHTS_NAME = "adapter_model.bin"
+PREFIX = "base_model.model."
+
+# The layers adapted when target_modules is not given: attention's query and value projections.
+DEFAULT_TARGET_MODULES: dict[str, list[str]] = {
+    **dict.fromkeys(("llama", "mistral", "qwen2", "qwen3"), ["q_proj", "v_proj"]),
+    "gpt2": ["c_attn"],
+    **dict.fromkeys(("bert", "roberta", "xlm-roberta"), ["query", "value"]),
+    "distilbert": ["q_lin", "v_lin"],
+}
+# Heads a task trains in full (they are new and random), added to modules_to_save.
+_TASK_HEADS = {"SEQ_CLS": ["classifier", "score"], "TOKEN_CLS": ["classifier", "score"],
+               "QUESTION_ANS": ["qa_outputs"]}
+# Module names inside the wrappers, which are never targets themselves.
+_WRAPPER_PARTS = re.compile(r"\.(base_layer|lora_A|lora_B|lora_dropout|original_module|modules_to_save)(\.|$)")
+
+
+def layer_features(module: nn.Module) -> tuple[int, int] | None:
+    """(in_features, out_features) of a layer LoRA can adapt (or has adapted), None for any other module."""
+    if isinstance(module, LoraLinear):
+        module = module.base_layer
+    if isinstance(module, (nn.Linear, QuantizedLinear)):
+        return module.in_features, module.out_features
+    if isinstance(module, Conv1D):
+        return module.weight.shape[0], module.weight.shape[1]
+    return None
+
+
+def _module_device(module: nn.Module) -> torch.device:
+    tensor = next(iter(module.parameters()), None)
+    if tensor is None:
+        tensor = next(iter(module.buffers()))
+    return tensor.device
+
+
+# -- layers -------------------------------------------------------------------------------------
+class LoraLinear(nn.Module):
+    """A frozen linear layer (``base_layer``) plus one low-rank update per named adapter."""
+
+    def __init__(self, base_layer: nn.Module) -> None:
+        super().__init__()
+        self.base_layer = base_layer
+        self.in_features, self.out_features = layer_features(base_layer)
+        # Conv1D stores (in, out): its weight takes the transposed update when merging.
+        self.fan_in_fan_out = isinstance(base_layer, Conv1D)
+        self.lora_dropout = nn.ModuleDict()
+        self.lora_A = nn.ModuleDict()
+        self.lora_B = nn.ModuleDict()
+        self.scaling: dict[str, float] = {}
+        self.active_adapters: list[str] = []
+        self.disable_adapters = False
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.base_layer.weight
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        return self.base_layer.bias
+
+    def add_adapter(self, name: str, rank: int, scaling: float, dropout: float, init: bool | str) -> None:
+        device = _module_device(self.base_layer)
+        # Adapters train in float32 whatever the frozen weights' dtype (peft's default as well).
+        lora_a = nn.Linear(self.in_features, rank, bias=False, device=device)  # Kaiming-uniform, as nn.Linear
+        lora_b = nn.Linear(rank, self.out_features, bias=False, device=device)
+        if init == "gaussian":
+            nn.init.normal_(lora_a.weight, std=1 / rank)
+        if init:
+            nn.init.zeros_(lora_b.weight)  # the adapter starts as a no-op
+        self.lora_A[name] = lora_a
+        self.lora_B[name] = lora_b
+        self.lora_dropout[name] = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.scaling[name] = scaling
+
+    def remove_adapter(self, name: str) -> None:
+        for container in (self.lora_A, self.lora_B, self.lora_dropout):
+            container.pop(name, None)
+        self.scaling.pop(name, None)
+        self.active_adapters = [active for active in self.active_adapters if active != name]
+
+    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        result = self.base_layer(x, *args, **kwargs)
+        if self.disable_adapters:
+            return result
+        for name in self.active_adapters:
+            lora_a = self.lora_A[name] if name in self.lora_A else None
+            if lora_a is None:
+                continue
+            update = self.lora_B[name](lora_a(self.lora_dropout[name](x.to(lora_a.weight.dtype))))
+            result = result + (update * self.scaling[name]).to(result.dtype)
+        return result
+
+    def delta_weight(self, name: str) -> torch.Tensor:
+        """The adapter's update as a float32 (out, in) matrix."""
+        return (self.lora_B[name].weight.float() @ self.lora_A[name].weight.float()) * self.scaling[name]
+
+    def merge(self, names: list[str], safe_merge: bool = False) -> nn.Module:
+        """Add the named adapters' updates to the frozen weight; returns the frozen layer."""
+        base = self.base_layer
+        for name in names:
+            if name not in self.lora_A:
+                continue
+            delta = self.delta_weight(name)
+            if safe_merge and not torch.isfinite(delta).all():
+                raise ConfigError(f"adapter {name!r} has non-finite weights; merging it would corrupt the model.")
+            if isinstance(base, QuantizedLinear):
+                logger.warning("Merging adapter %r into a %d-bit quantized layer rounds the update to the "
+                               "quantization grid; outputs change slightly.", name, base.bits)
+                base.merge_delta(delta)
+                continue
+            with torch.no_grad():
+                weight = base.weight
+                weight += (delta.t() if self.fan_in_fan_out else delta).to(weight.dtype)
+        return base
+
+    def extra_repr(self) -> str:
+        return f"adapters={list(self.lora_A)}, active={self.active_adapters}"
+
+
+class ModulesToSaveWrapper(nn.Module):
+    """A module trained in full for each adapter: ``original_module`` stays as it was, each adapter
+    trains its own copy in ``modules_to_save``."""
+
+    def __init__(self, module: nn.Module, adapter_name: str) -> None:
+        super().__init__()
+        self.original_module = module
+        self.modules_to_save = nn.ModuleDict()
+        self.active_adapter = adapter_name
+        self.disable_adapters = False
+        self.add_adapter(adapter_name)
+
+    def add_adapter(self, name: str) -> None:
+        trained = copy.deepcopy(self.original_module)
+        trained.requires_grad_(True)
+        self.modules_to_save[name] = trained
+
+    def active_module(self) -> nn.Module:
+        if self.disable_adapters or self.active_adapter not in self.modules_to_save:
+            return self.original_module
+        return self.modules_to_save[self.active_adapter]
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self.active_module()(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        # Code reading the wrapped module's attributes (weight, out_features...) sees the active copy.
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name in ("original_module", "modules_to_save"):
+                raise
+            return getattr(self.active_module(), name)
+
+
+# -- choosing layers ----------------------------------------------------------------------------
+def _matches(module_name: str, patterns: list[str] | str | None) -> bool:
+    """peft's rule: a string is a regular expression for the whole name; a list holds names or dotted suffixes."""
+    if patterns is None:
+        return False
+    if isinstance(patterns, str):
+        return re.fullmatch(patterns, module_name) is not None
+    return any(module_name == pattern or module_name.endswith("." + pattern) for pattern in patterns)
+
+
+def _layer_index_allowed(module_name: str, config: LoraConfig) -> bool:
+    if config.layers_to_transform is None:
+        return True
+    allowed = [config.layers_to_transform] if isinstance(config.layers_to_transform, int) else config.layers_to_transform
+    pattern = config.layers_pattern or ["layers", "h", "layer", "blocks", "block"]
+    pattern = [pattern] if isinstance(pattern, str) else pattern
+    match = re.match(rf".*\.(?:{'|'.join(map(re.escape, pattern))})\.(\d+)\.", module_name)
+    return match is not None and int(match.group(1)) in allowed
+
+
+def _output_layer_names(model: nn.Module) -> set[str]:
+    get_output = getattr(model, "get_output_embeddings", None)
+    output = get_output() if callable(get_output) else None
+    return {name for name, module in model.named_modules() if output is not None and module is output}
+
+
+def resolve_config(model: nn.Module, config: LoraConfig) -> LoraConfig:
+    """A copy of ``config`` with what the model decides filled in: default targets, "all-linear"
+    as the list of layers it stands for, the task's heads in modules_to_save."""
+    config = copy.deepcopy(config)
+    heads = _TASK_HEADS.get(config.task_type or "", [])
+    if heads:
+        config.modules_to_save = list(dict.fromkeys([*(config.modules_to_save or []), *heads]))
+    if config.target_modules is None:
+        model_type = getattr(getattr(model, "config", None), "model_type", None)
+        if model_type not in DEFAULT_TARGET_MODULES:
+            raise ConfigError(
+                f"LoraConfig: target_modules is not set and torchformers has no default for model_type "
+                f"{model_type!r}; pass target_modules (layer names, a regular expression or 'all-linear')."
+            )
+        config.target_modules = list(DEFAULT_TARGET_MODULES[model_type])
+    elif config.target_modules == "all-linear":
+        skipped = _output_layer_names(model)
+        config.target_modules = sorted(
+            name for name, module in model.named_modules()
+            if layer_features(module) is not None and name not in skipped
+            and not _matches(name, config.modules_to_save) and not _WRAPPER_PARTS.search(name)
+        )
+    if config.base_model_name_or_path is None:
+        config.base_model_name_or_path = getattr(model, "name_or_path", None) or None
+    return config
+
+
+def _is_target(module_name: str, config: LoraConfig) -> bool:
+    if _WRAPPER_PARTS.search(module_name) or _matches(module_name, config.exclude_modules):
+        return False
+    if not _matches(module_name, config.target_modules):
+        return False
+    return isinstance(config.target_modules, str) or _layer_index_allowed(module_name, config)
+
+
+# -- the adapted model --------------------------------------------------------------------------
+class _Delegating(nn.Module):
+    """Attributes this wrapper lacks are read from the module it wraps (named by ``_wrapped``)."""
+
+    _wrapped: ClassVar[str]
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name == self._wrapped:
+                raise
+            return getattr(super().__getattr__(self._wrapped), name)
+
+
+class LoraModel(_Delegating):
+    """The model with its LoRA layers (``self.model``) and the adapters' configs (``peft_config``)."""
+
+    _wrapped = "model"
+
+    def __init__(self, model: nn.Module, config: LoraConfig, adapter_name: str = "default") -> None:
+        super().__init__()
+        self.model = model
+        self.peft_config: dict[str, LoraConfig] = {}
+        self.active_adapter = adapter_name
+        self.inject_adapter(adapter_name, config)
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self.model(*args, **kwargs)
+
+    def lora_layers(self) -> dict[str, LoraLinear]:
+        return {name: module for name, module in self.model.named_modules() if isinstance(module, LoraLinear)}
+
+    def saved_modules(self) -> dict[str, ModulesToSaveWrapper]:
+        return {name: module for name, module in self.model.named_modules() if isinstance(module, ModulesToSaveWrapper)}
+
+    def inject_adapter(self, adapter_name: str, config: LoraConfig) -> None:
+        """Add an adapter: LoRA layers on the targeted layers, trained copies of modules_to_save."""
+        if adapter_name in self.peft_config:
+            raise ConfigError(f"an adapter named {adapter_name!r} already exists; pick another name.")
+        config = resolve_config(self.model, config)
+        if config.bias != "none" and any(other.bias != "none" for other in self.peft_config.values()):
+            raise ConfigError("only one adapter may train biases (bias='all' or 'lora_only'); set bias='none'.")
+        # Everything is checked before the model changes, so a refused config leaves it as it was.
+        targets = [name for name, module in self.model.named_modules() if name and _is_target(name, config)]
+        if not targets:
+            shown = sorted({name.rpartition(".")[2] for name, module in self.model.named_modules()
+                            if layer_features(module) is not None})
+            raise ConfigError(
+                f"LoraConfig: target_modules={config.target_modules!r} matches no module of "
+                f"{type(self.model).__name__}; its linear layers are named {shown}."
+            )
+        for name in targets:
+            module = self.model.get_submodule(name)
+            if layer_features(module) is None:
+                raise UnsupportedArgumentError(
+                    f"LoraConfig: target module {name!r} is a {type(module).__name__}; LoRA adapts linear layers "
+                    "(nn.Linear, GPT-2's Conv1D, quantized linear layers). List it in modules_to_save to "
+                    "train it in full."
+                )
+        for name, module in list(self.model.named_modules()):
+            if name and not _WRAPPER_PARTS.search(name) and _matches(name, config.modules_to_save):
+                if isinstance(module, ModulesToSaveWrapper):
+                    module.add_adapter(adapter_name)
+                elif not isinstance(module, LoraLinear):
+                    self.model.set_submodule(name, ModulesToSaveWrapper(module, adapter_name))
+        for name in targets:
+            module = self.model.get_submodule(name)
+            if not isinstance(module, LoraLinear):
+                if config.fan_in_fan_out != isinstance(module, Conv1D):
+                    logger.info("LoraConfig: fan_in_fan_out=%s does not describe %s; using the layer's own layout.",
+                                config.fan_in_fan_out, name)
+                module = LoraLinear(module)
+                self.model.set_submodule(name, module)
+            rank, scaling = config.scaling_for(name)
+            module.add_adapter(adapter_name, rank, scaling, config.lora_dropout, config.init_lora_weights)
+        self.peft_config[adapter_name] = config
+        if len(self.peft_config) == 1:
+            self.model.requires_grad_(False)
+        self.set_adapter(self.active_adapter if self.active_adapter in self.peft_config else adapter_name)
+
+    def set_adapter(self, adapter_name: str) -> None:
+        """Make ``adapter_name`` the adapter that runs and trains (unless loaded for inference)."""
+        if adapter_name not in self.peft_config:
+            raise ConfigError(f"no adapter named {adapter_name!r}; the model has {sorted(self.peft_config)}.")
+        self.active_adapter = adapter_name
+        trainable = not self.peft_config[adapter_name].inference_mode
+        for layer in self.lora_layers().values():
+            layer.active_adapters = [adapter_name] if adapter_name in layer.lora_A else []
+            for name in layer.lora_A:
+                layer.lora_A[name].requires_grad_(trainable and name == adapter_name)
+                layer.lora_B[name].requires_grad_(trainable and name == adapter_name)
+        for wrapper in self.saved_modules().values():
+            wrapper.active_adapter = adapter_name
+            for name, module in wrapper.modules_to_save.items():
+                module.requires_grad_(trainable and name == adapter_name)
+        self._set_bias_training(self.peft_config[adapter_name].bias, trainable)
+
+    def _set_bias_training(self, bias: str, trainable: bool) -> None:
+        if bias == "all":
+            for name, param in self.model.named_parameters():
+                if name.endswith("bias") and ".original_module." not in name:
+                    param.requires_grad_(trainable)
+        elif bias == "lora_only":
+            for layer in self.lora_layers().values():
+                if layer.base_layer.bias is not None:
+                    layer.base_layer.bias.requires_grad_(trainable)
+
+    @contextlib.contextmanager
+    def disable_adapter(self) -> Iterator[None]:
+        layers = [*self.lora_layers().values(), *self.saved_modules().values()]
+        previous = [layer.disable_adapters for layer in layers]
+        for layer in layers:
+            layer.disable_adapters = True
+        try:
+            yield
+        finally:
+            for layer, state in zip(layers, previous, strict=True):
+                layer.disable_adapters = state
+
+    def delete_adapter(self, adapter_name: str) -> None:
+        if adapter_name not in self.peft_config:
+            raise ConfigError(f"no adapter named {adapter_name!r}; the model has {sorted(self.peft_config)}.")
+        del self.peft_config[adapter_name]
+        for layer in self.lora_layers().values():
+            layer.remove_adapter(adapter_name)
+        for wrapper in self.saved_modules().values():
+            wrapper.modules_to_save.pop(adapter_name, None)
+        if self.active_adapter == adapter_name and self.peft_config:
+            self.set_adapter(next(iter(self.peft_config)))
+
+    def _unwrap(self, merge: bool, adapter_names: list[str] | None, safe_merge: bool = False) -> nn.Module:
+        for name, layer in self.lora_layers().items():
+            base = layer.merge(adapter_names or layer.active_adapters, safe_merge) if merge else layer.base_layer
+            self.model.set_submodule(name, base)
+        for name, wrapper in self.saved_modules().items():
+            self.model.set_submodule(name, wrapper.active_module() if merge else wrapper.original_module)
+        return self.model
+
+    def merge_and_unload(self, progressbar: bool = False, safe_merge: bool = False,
+                         adapter_names: list[str] | None = None) -> nn.Module:
+        return self._unwrap(True, adapter_names, safe_merge)
+
+    def unload(self) -> nn.Module:
+        return self._unwrap(False, None)
+
+
+class PeftModel(_Delegating):
+    """A model with LoRA adapters, as ``peft.PeftModel``: runs, trains, saves and loads the adapters.
+
+    Attributes the wrapper does not have (``config``, ``device``...) are the wrapped model's.
+    """
+
+    _wrapped = "base_model"
+
+    def __init__(self, model: nn.Module, peft_config: LoraConfig, adapter_name: str = "default") -> None:
+        super().__init__()
+        self.base_model = LoraModel(model, peft_config, adapter_name)
+
+    @property
+    def peft_config(self) -> dict[str, LoraConfig]:
+        return self.base_model.peft_config
+
+    @property
+    def active_adapter(self) -> str:
+        return self.base_model.active_adapter
+
+    @property
+    def active_adapters(self) -> list[str]:
+        return [self.base_model.active_adapter]
+
+    def get_base_model(self) -> nn.Module:
+        return self.base_model.model
+
+    @property
+    def forward(self) -> Callable[..., Any]:
+        """Calls the wrapped model, and shows its signature: code that reads a model's inputs from
+        ``inspect.signature(model.forward)`` (the Trainer's column and label detection) sees
+        ``input_ids``, ``labels``... rather than ``*args, **kwargs``."""
+        model = self.base_model.model
+
+        def forward(*args: Any, **kwargs: Any) -> Any:
+            return model(*args, **kwargs)
+
+        forward.__signature__ = inspect.signature(model.forward)
+        return forward
+
+    def generate(self, *args: Any, **kwargs: Any) -> Any:
+        return self.base_model.model.generate(*args, **kwargs)
+
+    # -- adapters ---------------------------------------------------------------------------------
+    def add_adapter(self, adapter_name: str, peft_config: LoraConfig) -> None:
+        """Add another adapter (it does not become the active one; see :meth:`set_adapter`)."""
+        self.base_model.inject_adapter(adapter_name, peft_config)
+
+    def set_adapter(self, adapter_name: str) -> None:
+        self.base_model.set_adapter(adapter_name)
+
+    def delete_adapter(self, adapter_name: str) -> None:
+        self.base_model.delete_adapter(adapter_name)
+
+    @contextlib.contextmanager
+    def disable_adapter(self) -> Iterator[None]:
+        """Run the model without its adapters inside the ``with`` block."""
+        with self.base_model.disable_adapter():
+            yield
+
+    def merge_and_unload(self, progressbar: bool = False, safe_merge: bool = False,
+                         adapter_names: list[str] | None = None) -> nn.Module:
+        """Fold the active adapter (or ``adapter_names``) into the frozen weights and return the plain model."""
+        return self.base_model.merge_and_unload(progressbar, safe_merge, adapter_names)
+
+    def unload(self) -> nn.Module:
+        """Remove every adapter and return the plain model, unchanged."""
+        return self.base_model.unload()
+
+    # -- counting ---------------------------------------------------------------------------------
+    def get_nb_trainable_parameters(self) -> tuple[int, int]:
+        """(trainable, all) parameter counts; a quantized layer counts its weight's elements."""
+        trainable = total = 0
+        for param in self.parameters():
+            total += param.numel()
+            trainable += param.numel() if param.requires_grad else 0
+        total += sum(m.in_features * m.out_features for m in self.modules() if isinstance(m, QuantizedLinear))
+        return trainable, total
+
+    def print_trainable_parameters(self) -> None:
+        trainable, total = self.get_nb_trainable_parameters()
+        print(f"trainable params: {trainable:,d} || all params: {total:,d} || trainable%: {100 * trainable / total:.4f}")
+
+    # -- saving and loading -----------------------------------------------------------------------
+    def adapter_state_dict(self, adapter_name: str = "default",
+                           state_dict: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """The adapter's tensors under the names ``adapter_model.safetensors`` uses (adapter name left out),
+        taken from the model or from ``state_dict`` (the whole model's, as ``state_dict()`` names it)."""
+        config = self.peft_config[adapter_name]
+        state = {}
+        tensors = self.named_parameters() if state_dict is None else state_dict.items()
+        for name, param in tensors:
+            if f".lora_A.{adapter_name}." in name or f".lora_B.{adapter_name}." in name:
+                state[name.replace(f".{adapter_name}.", ".", 1)] = param
+            elif f".modules_to_save.{adapter_name}." in name:
+                state[name.replace(f".modules_to_save.{adapter_name}.", ".", 1)] = param
+            elif name.endswith("bias") and ".lora_" not in name and ".modules_to_save." not in name:
+                if config.bias == "all" and ".original_module." not in name:
+                    state[name] = param
+                elif config.bias == "lora_only" and name.endswith(".base_layer.bias"):
+                    state[name] = param
+        return {name: tensor.detach() for name, tensor in state.items()}
+
+    def save_pretrained(
+        self,
+        save_directory: str | os.PathLike,
+        safe_serialization: bool = True,
+        selected_adapters: list[str] | None = None,
+        is_main_process: bool = True,
+        state_dict: dict[str, torch.Tensor] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Write each adapter's ``adapter_config.json`` and ``adapter_model.safetensors``: the
+        ``default`` adapter into ``save_directory``, others into a subdirectory named after them.
+        ``state_dict`` (the whole model's) supplies the tensors instead of the model, as in peft."""
+        if kwargs:
+            raise UnsupportedArgumentError(f"save_pretrained() got unsupported arguments {sorted(kwargs)}.")
+        if not safe_serialization:
+            raise UnsupportedArgumentError("safe_serialization=False is not supported: adapters are saved as safetensors.")
+        if os.path.isfile(save_directory):
+            raise ConfigError(f"{describe_path(save_directory)} is a file; save_pretrained needs a directory.")
+        if not is_main_process:
+            return
+        for adapter_name in selected_adapters or list(self.peft_config):
+            if adapter_name not in self.peft_config:
+                raise ConfigError(f"no adapter named {adapter_name!r}; the model has {sorted(self.peft_config)}.")
+            directory = save_directory if adapter_name == "default" else os.path.join(save_directory, adapter_name)
+            os.makedirs(directory, exist_ok=True)
+            save_safetensors(self.adapter_state_dict(adapter_name, state_dict),
+                             os.path.join(directory, ADAPTER_SAFE_WEIGHTS_NAME))
+            config = copy.deepcopy(self.peft_config[adapter_name])
+            config.inference_mode = True
+            config.save_pretrained(directory)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model: nn.Module,
+        model_id: str | os.PathLike,
+        adapter_name: str = "default",
+        is_trainable: bool = False,
+        config: LoraConfig | None = None,
+        **kwargs: Any,
+    ) -> PeftModel:
+        """Put the adapter saved in ``model_id`` (a directory or hub id) onto ``model``.
+
+        With ``is_trainable=False`` (the default, as in peft) the adapter is frozen and the
+        model is put in eval mode. Hub options: ``revision``, ``cache_dir``, ``token``,
+        ``local_files_only``, ``subfolder``.
+        """
+        hub_kwargs = _hub_kwargs(kwargs)
+        config = config if config is not None else _load_adapter_config(model_id, hub_kwargs)
+        config = copy.deepcopy(config)
+        config.inference_mode = not is_trainable
+        peft_class = MODEL_TYPE_TO_PEFT_MODEL.get(config.task_type or "", cls) if cls is PeftModel else cls
+        peft_model = peft_class(model, config, adapter_name)
+        peft_model._load_adapter_weights(model_id, adapter_name, hub_kwargs)
+        if not is_trainable:
+            peft_model.eval()
+        return peft_model
+
+    def load_adapter(self, model_id: str | os.PathLike, adapter_name: str, is_trainable: bool = False,
+                     **kwargs: Any) -> None:
+        """Load another saved adapter under ``adapter_name``; the active adapter does not change."""
+        hub_kwargs = _hub_kwargs(kwargs)
+        config = _load_adapter_config(model_id, hub_kwargs)
+        config.inference_mode = not is_trainable
+        self.base_model.inject_adapter(adapter_name, config)
+        self._load_adapter_weights(model_id, adapter_name, hub_kwargs)
+        if not is_trainable:
+            self.eval()
+
+    def _load_adapter_weights(self, model_id: str | os.PathLike, adapter_name: str, hub_kwargs: dict[str, Any]) -> None:
+        path = resolve_file(model_id, ADAPTER_SAFE_WEIGHTS_NAME, required=False, **hub_kwargs)
+        if path is not None:
+            reader = SafetensorsFile(path)
+            tensors = {name: reader.tensor(name) for name in reader.keys()}
+        else:
+            path = resolve_file(model_id, ADAPTER_WEIGHTS_NAME, required=False, **hub_kwargs)
+            if path is None:
+                raise WeightsMismatchError(
+                    f"{model_id} has no {ADAPTER_SAFE_WEIGHTS_NAME} (nor {ADAPTER_WEIGHTS_NAME}); an adapter "
+                    "directory holds adapter_config.json and the adapter's weights."
+                )
+            tensors = load_torch_bin(path)
+        self.load_adapter_state_dict(tensors, adapter_name, describe_path(path))
+
+    def load_adapter_state_dict(self, tensors: dict[str, torch.Tensor], adapter_name: str = "default",
+                                source: str = "the adapter state dict") -> None:
+        """Copy an adapter's tensors (``adapter_model.safetensors`` names) into ``adapter_name``.
+
+        Every tensor must land on a parameter of the same shape and every LoRA weight of the
+        adapter must be given: an adapter saved for another base model is refused, naming the
+        first tensor that does not fit.
+        """
+        params = dict(self.named_parameters())
+        wrappers = [PREFIX + name for name in self.base_model.saved_modules()]
+        base_name = self.peft_config[adapter_name].base_model_name_or_path
+        trained_on = f" (its adapter_config.json names {base_name})" if base_name else ""
+        filled = set()
+        for key, tensor in tensors.items():
+            name = _parameter_name(key, adapter_name, wrappers)
+            target = params.get(name)
+            if target is None:
+                raise WeightsMismatchError(
+                    f"{source}: tensor {key!r} has no place in {type(self.get_base_model()).__name__}{trained_on}: "
+                    "the adapter was saved for another base model or with other target_modules."
+                )
+            if tuple(tensor.shape) != tuple(target.shape):
+                raise WeightsMismatchError(
+                    f"{source}: tensor {key!r} has shape {list(tensor.shape)} but this base model needs "
+                    f"{list(target.shape)}: the adapter belongs to another base model{trained_on}."
+                )
+            with torch.no_grad():
+                target.copy_(tensor)
+            filled.add(name)
+        missing = [name for name in params if (f".lora_A.{adapter_name}." in name or f".lora_B.{adapter_name}." in name)
+                   and name not in filled]
+        if missing:
+            raise WeightsMismatchError(
+                f"{source} lacks {len(missing)} LoRA weights of adapter {adapter_name!r}, such as {missing[0]!r}: "
+                "its adapter_config.json targets layers its weights do not cover. torchformers never fills "
+                "adapter weights randomly."
+            )
+
+
+def _parameter_name(key: str, adapter_name: str, wrappers: list[str]) -> str:
+    """Our parameter name for a key of ``adapter_model.safetensors``: the adapter name put back."""
+    for part in (".lora_A.", ".lora_B."):
+        if part in key:
+            return key.replace(part, f"{part}{adapter_name}.", 1)
+    for wrapper in wrappers:
+        if key.startswith(wrapper + "."):
+            return f"{wrapper}.modules_to_save.{adapter_name}.{key[len(wrapper) + 1:]}"
+    return key
+
+
+def _hub_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    allowed = {"revision", "cache_dir", "token", "local_files_only", "subfolder", "force_download"}
+    unknown = sorted(set(kwargs) - allowed)
+    if unknown:
+        raise UnsupportedArgumentError(f"loading an adapter got unsupported arguments {unknown}.")
+    return {key: value for key, value in kwargs.items() if value is not None}
+
+
+def _load_adapter_config(model_id: str | os.PathLike, hub_kwargs: dict[str, Any]) -> LoraConfig:
+    return LoraConfig.from_json_file(resolve_file(model_id, ADAPTER_CONFIG_NAME, **hub_kwargs))
+
+
+class PeftModelForCausalLM(PeftModel):
+    """A causal language model with LoRA adapters."""
+
+
+class PeftModelForSequenceClassification(PeftModel):
+    """A sequence classifier with LoRA adapters; its classification head trains in full."""
+
+
+class PeftModelForTokenClassification(PeftModel):
+    """A token classifier with LoRA adapters; its classification head trains in full."""
+
+
+class PeftModelForQuestionAnswering(PeftModel):
+    """An extractive question-answering model with LoRA adapters; its span head trains in full."""
+
+
+class PeftModelForFeatureExtraction(PeftModel):
+    """An encoder producing features, with LoRA adapters."""
+
+
+MODEL_TYPE_TO_PEFT_MODEL: dict[str, type[PeftModel]] = {
+    TaskType.CAUSAL_LM.value: PeftModelForCausalLM,
+    TaskType.SEQ_CLS.value: PeftModelForSequenceClassification,
+    TaskType.TOKEN_CLS.value: PeftModelForTokenClassification,
+    TaskType.QUESTION_ANS.value: PeftModelForQuestionAnswering,
+    TaskType.FEATURE_EXTRACTION.value: PeftModelForFeatureExtraction,
+}
+
+
+def get_peft_model(model: nn.Module, peft_config: LoraConfig, adapter_name: str = "default",
+                   **kwargs: Any) -> PeftModel:
+    """Freeze ``model`` and add a trainable LoRA adapter; returns the wrapped model (peft's function).
+
+    The model is changed in place (its targeted layers become :class:`LoraLinear`).
+    """
+    kwargs.pop("autocast_adapter_dtype", None)  # adapters are float32 here, which is peft's default
+    if kwargs.pop("mixed", False):
+        raise UnsupportedArgumentError("get_peft_model(mixed=True) is not supported: torchformers has LoRA only.")
+    if kwargs:
+        raise UnsupportedArgumentError(f"get_peft_model() got unsupported arguments {sorted(kwargs)}.")
+    if not isinstance(peft_config, LoraConfig):
+        raise UnsupportedArgumentError(f"get_peft_model() takes a LoraConfig, got {type(peft_config).__name__}.")
+    peft_class = MODEL_TYPE_TO_PEFT_MODEL.get(peft_config.task_type or "", PeftModel)
+    return peft_class(model, peft_config, adapter_name)

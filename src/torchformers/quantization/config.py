@@ -1,0 +1,103 @@
+"""The weight-only quantization settings: how many bits, how many weights share a scale, which
+layers stay in floating point.
+
+``from_pretrained(..., quantization_config=...)`` and :func:`~torchformers.quantization.quantize`
+take a :class:`WeightOnlyConfig` or the dict it writes (``config.json`` records it under
+``quantization_config`` with ``"quant_method": "torchformers"``). The reference library's
+quantizers (bitsandbytes, GPTQ, AWQ...) store other formats; their configs are refused with an
+explanation rather than half-understood.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from ..errors import ConfigError, UnsupportedArgumentError
+
+QUANT_METHOD = "torchformers"
+INT4_GROUP_SIZES = (32, 64, 128, 256)  # what the int4 kernels accept
+
+
+@dataclass
+class WeightOnlyConfig:
+    """Quantize linear layers' weights to int8 or int4; activations stay in floating point.
+
+    Args:
+        bits: 8 (symmetric codes in [-128, 127]) or 4 (asymmetric codes in [0, 15] with a
+            zero point per group).
+        group_size: how many consecutive input features share one scale. ``None`` means one
+            scale per output row for int8 (the fast per-channel kernel) and, for int4, the
+            largest of 128, 64 and 32 that divides every quantized layer's input size. int4
+            takes 32, 64, 128 or 256; int8 takes any divisor of the input size.
+        modules_to_not_convert: layers kept in floating point, by name or dotted suffix
+            (``"lm_head"``). ``None`` keeps the output embedding and task heads unquantized
+            (as the reference's quantizers do); ``[]`` quantizes every linear layer.
+    """
+
+    bits: int = 8
+    group_size: int | None = None
+    modules_to_not_convert: list[str] | None = field(default=None)
+
+    def __post_init__(self) -> None:
+        if self.bits not in (4, 8):
+            raise ConfigError(f"WeightOnlyConfig: bits must be 8 or 4, got {self.bits!r}.")
+        if self.group_size is not None:
+            if not isinstance(self.group_size, int) or isinstance(self.group_size, bool) or self.group_size <= 0:
+                raise ConfigError(f"WeightOnlyConfig: group_size must be a positive integer, got {self.group_size!r}.")
+            if self.bits == 4 and self.group_size not in INT4_GROUP_SIZES:
+                raise ConfigError(
+                    f"WeightOnlyConfig: int4 group_size must be one of {list(INT4_GROUP_SIZES)}, got {self.group_size}."
+                )
+        if self.modules_to_not_convert is not None:
+            if isinstance(self.modules_to_not_convert, str) or not all(
+                isinstance(name, str) for name in self.modules_to_not_convert
+            ):
+                raise ConfigError("WeightOnlyConfig: modules_to_not_convert must be a list of module names.")
+            self.modules_to_not_convert = list(self.modules_to_not_convert)
+
+    @property
+    def quant_method(self) -> str:
+        return QUANT_METHOD
+
+    def to_dict(self) -> dict[str, Any]:
+        """The dict ``config.json`` stores under ``quantization_config``."""
+        return {"quant_method": QUANT_METHOD, "bits": self.bits, "group_size": self.group_size,
+                "modules_to_not_convert": self.modules_to_not_convert}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> WeightOnlyConfig:
+        values = dict(values)
+        method = values.pop("quant_method", QUANT_METHOD)
+        if method != QUANT_METHOD:
+            raise UnsupportedArgumentError(
+                f"quantization_config has quant_method={method!r}: torchformers runs its own weight-only int8/int4 "
+                f"format only (quant_method {QUANT_METHOD!r}). Load the full-precision checkpoint and pass "
+                "quantization_config=WeightOnlyConfig(bits=8) or bits=4 (torchformers.quantization) instead."
+            )
+        unknown = sorted(set(values) - {"bits", "group_size", "modules_to_not_convert"})
+        if unknown:
+            raise ConfigError(
+                f"quantization_config has keys {unknown} that WeightOnlyConfig does not know; it takes bits, "
+                "group_size and modules_to_not_convert."
+            )
+        return cls(**values)
+
+    def with_group_size(self, group_size: int | None) -> WeightOnlyConfig:
+        return replace(self, group_size=group_size)
+
+
+def as_weight_only_config(value: WeightOnlyConfig | dict[str, Any] | Any) -> WeightOnlyConfig:
+    """A :class:`WeightOnlyConfig` from itself or its dict; anything else is refused with what to pass."""
+    if isinstance(value, WeightOnlyConfig):
+        return value
+    if isinstance(value, dict):
+        return WeightOnlyConfig.from_dict(value)
+    to_dict = getattr(value, "to_dict", None)
+    if callable(to_dict):
+        # Another library's config object (BitsAndBytesConfig...): its quant_method names it in the error.
+        return WeightOnlyConfig.from_dict(to_dict())
+    raise UnsupportedArgumentError(
+        f"quantization_config must be a WeightOnlyConfig or a dict such as {{'bits': 4, 'group_size': 64}}, "
+        f"got {type(value).__name__}."
+    )

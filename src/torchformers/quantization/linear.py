@@ -1,0 +1,477 @@
+"""Linear layers whose weights are int8 or int4 codes with bfloat16 scales; activations stay in floating point.
+
+A weight row is cut into groups of ``group_size`` input features and each group has a scale
+(int4 also a zero point):
+
+- int8: ``weight = code * scale`` with codes in [-128, 127]; one group per row (per channel)
+  unless a group size is given (GGUF ``Q8_0`` is int8 in groups of 32, ``scale = d``).
+- int4: ``weight = (code - 8) * scale + zero`` with codes in [0, 15], the convention of the
+  int4 kernels PyTorch ships. GGUF ``Q4_0`` is ``scale = d, zero = 0``; ``Q4_1`` (``code * d + m``)
+  is ``scale = d, zero = m + 8 * d``; both in groups of 32.
+
+Products run on PyTorch's kernels where one fits: ``_weight_int8pack_mm`` (per-channel int8,
+CPU), ``_weight_int4pack_mm_for_cpu`` and ``_weight_int4pack_mm`` (int4 on the CPU and on
+CUDA GPUs from compute capability 8.0). They are fast with bfloat16 activations only (their
+float32 paths are scalar loops), so the input is cast to bfloat16 and the output back to the
+input's dtype. Elsewhere (another device, a shape a kernel refuses, grouped int8) the layer
+dequantizes the weight and calls ``F.linear``.
+
+Checkpoints hold a portable layout, the same on every machine (the state dict):
+
+- ``weight``: int8 codes (out, in), or for int4 uint8 (out, in / 2) with two codes per byte,
+  the even input feature in the high nibble and the odd one in the low nibble (the layout
+  ``_convert_weight_to_int4pack`` takes);
+- ``weight_scale`` and, for int4, ``weight_zero``: bfloat16 (out, in / group_size);
+- ``bias`` when the layer has one, in the model's dtype.
+
+In memory, int4 codes sit in the kernel's own layout, which depends on the machine (the
+CPU kernel tiles by its vector width) and is not documented; it is converted back to the
+portable one when a state dict is taken, the weight is dequantized or the layer moves.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..errors import ConfigError, TorchformersError, WeightsMismatchError
+from .config import INT4_GROUP_SIZES
+
+KERNEL_DTYPE = torch.bfloat16
+SCALE_DTYPE = torch.bfloat16
+# Quantizing this many weights at a time bounds the float temporaries of large layers.
+_QUANTIZE_CHUNK = 1 << 24
+
+
+def check_group_size(name: str, in_features: int, group_size: int) -> None:
+    """Refuse a group size that does not divide a layer's input features, naming the layer."""
+    if in_features % group_size:
+        fitting = [size for size in (256, 128, 64, 32) if in_features % size == 0]
+        hint = f"group sizes that divide it: {fitting}" if fitting else "quantize it per channel or skip it"
+        raise ConfigError(
+            f"{name or 'layer'} has {in_features} input features, which group_size={group_size} does not divide; "
+            f"{hint} (or add it to modules_to_not_convert)."
+        )
+
+
+# -- codes and scales -------------------------------------------------------------------------
+def quantize_weight(
+    weight: torch.Tensor, bits: int, group_size: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Codes, scales and (int4) zero points of a float weight (out, in), one scale per group of inputs.
+
+    Scales are rounded to bfloat16 before the codes are chosen, so the codes fit the scales
+    that are stored.
+    """
+    out_features, in_features = weight.shape
+    groups = in_features // group_size
+    rows_per_chunk = max(1, _QUANTIZE_CHUNK // max(in_features, 1))
+    codes, scales, zeros = [], [], []
+    for rows in weight.detach().split(rows_per_chunk):
+        grouped = rows.float().reshape(-1, groups, group_size)
+        if bits == 8:
+            scale = (grouped.abs().amax(-1) / 127).to(SCALE_DTYPE).float()
+            scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+            code = (grouped / scale[..., None]).round().clamp(-128, 127).to(torch.int8)
+        else:
+            low, high = grouped.amin(-1), grouped.amax(-1)
+            scale = ((high - low) / 15).to(SCALE_DTYPE).float()
+            scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+            zero = (low + 8 * scale).to(SCALE_DTYPE).float()
+            code = ((grouped - zero[..., None]) / scale[..., None] + 8).round().clamp(0, 15).to(torch.uint8)
+            zeros.append(zero.to(SCALE_DTYPE))
+        codes.append(code.reshape(-1, in_features))
+        scales.append(scale.to(SCALE_DTYPE))
+    zero_points = torch.cat(zeros) if zeros else None
+    return torch.cat(codes).reshape(out_features, in_features), torch.cat(scales), zero_points
+
+
+def dequantize_weight(
+    codes: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor | None, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """The float weight (out, in) that codes (out, in) and per-group scales (out, groups) stand for."""
+    out_features, in_features = codes.shape
+    grouped = codes.reshape(out_features, scale.shape[1], -1).to(torch.float32)
+    if zero is None:
+        weight = grouped * scale.float()[..., None]
+    else:
+        weight = (grouped - 8) * scale.float()[..., None] + zero.float()[..., None]
+    return weight.reshape(out_features, in_features).to(dtype)
+
+
+def pack_nibbles(codes: torch.Tensor) -> torch.Tensor:
+    """int4 codes (out, in) as uint8 (out, in / 2): even input feature in the high nibble, odd in the low."""
+    codes = codes.to(torch.uint8)
+    return (codes[:, 0::2] << 4) | codes[:, 1::2]
+
+
+def unpack_nibbles(pairs: torch.Tensor) -> torch.Tensor:
+    """The inverse of :func:`pack_nibbles`: uint8 codes (out, in)."""
+    return torch.stack((pairs >> 4, pairs & 15), dim=-1).reshape(pairs.shape[0], -1)
+
+
+# -- int4 kernel layouts ------------------------------------------------------------------------
+def _int4_kernel(device: torch.device, out_features: int, in_features: int, group_size: int) -> str | None:
+    """Which int4 kernel serves a layer on ``device``: "cpu", "cuda", or None for dequantize-and-matmul."""
+    if group_size not in INT4_GROUP_SIZES or in_features % group_size:
+        return None
+    if device.type == "cpu":
+        return "cpu" if out_features % 16 == 0 else None
+    if device.type == "cuda" and out_features % 8 == 0 and torch.cuda.get_device_capability(device) >= (8, 0):
+        return "cuda"
+    return None
+
+
+def _inner_k_tiles(in_features: int) -> int:
+    # The CUDA layout tiles the input features by 16 * inner_k_tiles; a group size of at least
+    # 32 dividing in_features guarantees 2 fits.
+    return next(tiles for tiles in (8, 4, 2) if in_features % (16 * tiles) == 0)
+
+
+def _to_kernel_layout(kernel: str | None, codes: torch.Tensor) -> torch.Tensor:
+    if kernel == "cpu":
+        return torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes.to(torch.int32), 1)
+    if kernel == "cuda":
+        return torch.ops.aten._convert_weight_to_int4pack(pack_nibbles(codes), _inner_k_tiles(codes.shape[1]))
+    return pack_nibbles(codes)
+
+
+def _nibbles_in_storage_order(packed: torch.Tensor) -> torch.Tensor:
+    stored = packed.contiguous().view(torch.uint8).reshape(-1)
+    return torch.stack((stored >> 4, stored & 15), dim=1).reshape(-1)
+
+
+@functools.lru_cache(maxsize=16)
+def _kernel_nibble_sources(kernel: str, out_features: int, in_features: int, device: torch.device) -> torch.Tensor:
+    """For each nibble of a kernel-layout weight, in storage order, the flat index (row * in + column)
+    of the code it holds.
+
+    The layout is read off the kernel's own packing function instead of being written down
+    here, since it changes with the machine: codes whose values are the base-16 digits of
+    their positions are packed, one digit at a time, and the digits found at each nibble
+    spell out where it came from. Layers of one shape share the result.
+    """
+    count = out_features * in_features
+    index_dtype = torch.int32 if count < 2**31 else torch.int64
+    positions = torch.arange(count, dtype=index_dtype, device=device)
+    sources = torch.zeros(count, dtype=index_dtype, device=device)
+    for shift in range(0, max(count - 1, 1).bit_length(), 4):
+        digits = ((positions >> shift) & 15).to(torch.uint8).reshape(out_features, in_features)
+        sources |= _nibbles_in_storage_order(_to_kernel_layout(kernel, digits)).to(index_dtype) << shift
+    covered = torch.zeros(count, dtype=torch.bool, device=device).index_fill_(0, sources.long(), True)
+    if sources.numel() != count or not bool(covered.all()):
+        raise TorchformersError(
+            f"torchformers cannot read the {kernel} int4 kernel's weight layout for a ({out_features}, {in_features}) "
+            "weight with this PyTorch build: packing is not a rearrangement of the codes. Please report it."
+        )
+    return sources
+
+
+def _codes_from_layout(kernel: str | None, packed: torch.Tensor, out_features: int, in_features: int) -> torch.Tensor:
+    if kernel is None:
+        return unpack_nibbles(packed)
+    sources = _kernel_nibble_sources(kernel, out_features, in_features, packed.device)
+    codes = torch.empty(out_features * in_features, dtype=torch.uint8, device=packed.device)
+    codes[sources] = _nibbles_in_storage_order(packed)
+    return codes.reshape(out_features, in_features)
+
+
+# -- layers -------------------------------------------------------------------------------------
+def _aligned(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor``, copied if its data does not start on a 64-byte boundary.
+
+    The CPU int8 kernel (torch 2.13) loads its operands with aligned vector instructions and
+    crashes on views into a checkpoint's memory map or a sliced buffer; fresh tensors from
+    torch's allocator are 64-byte aligned.
+    """
+    return tensor if tensor.data_ptr() % 64 == 0 else tensor.clone()
+
+
+class _DequantizedGradient(torch.autograd.Function):
+    """The quantized product with a gradient for its input (the codes themselves are frozen), so
+    adapters below a quantized layer train (QLoRA)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, layer: QuantizedLinear) -> torch.Tensor:
+        ctx.layer = layer
+        return layer._matmul(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return grad_output @ ctx.layer.dequantize(grad_output.dtype), None
+
+
+class QuantizedLinear(nn.Module):
+    """What int8 and int4 layers share: the bias, the gradient route, and converting between the
+    in-memory tensors and the checkpoint layout (state dicts, device moves)."""
+
+    bits: ClassVar[int]
+
+    def __init__(self, in_features: int, out_features: int, group_size: int | None, bias: bool,
+                 device: torch.device | str | None = None) -> None:
+        super().__init__()
+        group_size = in_features if group_size is None else group_size
+        check_group_size(type(self).__name__, in_features, group_size)
+        self.in_features = in_features
+        self.out_features = out_features
+        self.group_size = group_size
+        self.bias = nn.Parameter(torch.empty(out_features, device=device), requires_grad=False) if bias else None
+
+    # What subclasses provide.
+    def checkpoint_layout(self) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+        """{name: (shape, dtype)} of the tensors a checkpoint holds for this layer (without the bias)."""
+        raise NotImplementedError
+
+    def checkpoint_tensors(self) -> dict[str, torch.Tensor]:
+        """This layer's tensors in the checkpoint layout (without the bias)."""
+        raise NotImplementedError
+
+    def set_checkpoint_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Take tensors in the checkpoint layout, on the device the layer is to run on."""
+        raise NotImplementedError
+
+    def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """The weight (out, in) the codes stand for."""
+        raise NotImplementedError
+
+    def _matmul(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    # Shared behaviour.
+    @property
+    def device(self) -> torch.device:
+        return next(iter(self._buffers.values())).device
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled() and x.requires_grad:
+            output = _DequantizedGradient.apply(x, self)
+        else:
+            output = self._matmul(x)
+        return output if self.bias is None else output + self.bias
+
+    def _dequantized_linear(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.dequantize(x.dtype))
+
+    def _kernel_call(self, x: torch.Tensor, kernel: Any, *args: Any) -> torch.Tensor:
+        """``kernel(x2d, *args)`` on bfloat16 rows, reshaped and cast back to ``x``'s shape and dtype."""
+        rows = _aligned(x.reshape(-1, self.in_features).to(KERNEL_DTYPE).contiguous())
+        return kernel(rows, *args).to(x.dtype).reshape(*x.shape[:-1], self.out_features)
+
+    def merge_delta(self, delta: torch.Tensor) -> None:
+        """Add ``delta`` (out, in) to the weight and quantize again (merging an adapter; rounds)."""
+        weight = self.dequantize(torch.float32) + delta.to(device=self.device, dtype=torch.float32)
+        codes, scale, zero = quantize_weight(weight, self.bits, self.group_size)
+        self._set_codes(codes, scale, zero)
+
+    def _set_codes(self, codes: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor | None) -> None:
+        raise NotImplementedError
+
+    def _save_to_state_dict(self, destination: dict, prefix: str, keep_vars: bool) -> None:
+        for name, tensor in self.checkpoint_tensors().items():
+            destination[prefix + name] = tensor
+        if self.bias is not None:
+            destination[prefix + "bias"] = self.bias if keep_vars else self.bias.detach()
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, local_metadata: dict, strict: bool,
+                              missing_keys: list, unexpected_keys: list, error_msgs: list) -> None:
+        layout = self.checkpoint_layout()
+        tensors = {}
+        for name, (shape, dtype) in layout.items():
+            key = prefix + name
+            if key not in state_dict:
+                missing_keys.append(key)
+                continue
+            tensor = state_dict[key]
+            if tensor.dtype != dtype and not (dtype.is_floating_point and tensor.is_floating_point()):
+                raise WeightsMismatchError(
+                    f"{key!r} holds {tensor.dtype} values where a {self.bits}-bit quantized layer keeps {dtype}: "
+                    "the checkpoint was not saved with this quantization. Load it without quantization_config, "
+                    "or pass the config it was saved with."
+                )
+            if tuple(tensor.shape) != shape:
+                error_msgs.append(f"size mismatch for {key}: copying a param with shape {tuple(tensor.shape)}, "
+                                  f"the quantized layer expects {shape}.")
+                continue
+            tensors[name] = tensor
+        if len(tensors) == len(layout):
+            self.set_checkpoint_tensors(tensors)
+        if self.bias is not None:
+            key = prefix + "bias"
+            if key not in state_dict:
+                missing_keys.append(key)
+            elif local_metadata.get("assign_to_params_buffers", False):
+                self.bias = nn.Parameter(state_dict[key], requires_grad=self.bias.requires_grad)
+            else:
+                with torch.no_grad():
+                    self.bias.copy_(state_dict[key])
+        if strict:
+            own = set(layout) | {"bias"}
+            unexpected_keys.extend(
+                key for key in state_dict
+                if key.startswith(prefix) and "." not in key[len(prefix):] and key[len(prefix):] not in own
+            )
+
+    def _apply(self, fn: Any, recurse: bool = True) -> QuantizedLinear:
+        # Codes and scales follow device moves but not dtype casts (model.half() must not round the
+        # scales: fn sees them as int16), and int4 codes moving to another device leave the kernel
+        # layout, which belongs to one device, and are packed again there.
+        moves = fn(torch.empty(0, dtype=torch.int16, device=self.device)).device != self.device
+        tensors = self.checkpoint_tensors() if moves else dict(self._buffers)
+        for name in self._buffers:
+            self._buffers[name] = None
+        super()._apply(fn, recurse)  # the bias, as for any parameter
+        converted = {
+            name: fn(tensor.view(torch.int16)).view(tensor.dtype) if tensor.is_floating_point() else fn(tensor)
+            for name, tensor in tensors.items()
+        }
+        if moves:
+            self.set_checkpoint_tensors(converted)
+        else:
+            self._buffers.update(converted)
+        return self
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, bits={self.bits}, "
+                f"group_size={self.group_size}, bias={self.bias is not None}")
+
+
+class Int8Linear(QuantizedLinear):
+    """A linear layer with int8 weights: one bfloat16 scale per output row (per channel), or per
+    group of ``group_size`` inputs."""
+
+    bits = 8
+
+    def __init__(self, in_features: int, out_features: int, group_size: int | None = None, bias: bool = True,
+                 device: torch.device | str | None = None) -> None:
+        super().__init__(in_features, out_features, group_size, bias, device)
+        groups = in_features // self.group_size
+        self.register_buffer("weight", torch.zeros(out_features, in_features, dtype=torch.int8, device=device),
+                             persistent=False)
+        self.register_buffer("weight_scale", torch.ones(out_features, groups, dtype=SCALE_DTYPE, device=device),
+                             persistent=False)
+
+    @classmethod
+    def from_codes(cls, codes: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None = None) -> Int8Linear:
+        """A layer over int8 codes (out, in) and scales (out, groups); the group size follows from the shapes."""
+        out_features, in_features = codes.shape
+        layer = cls(in_features, out_features, in_features // scale.shape[1], bias=bias is not None, device="meta")
+        layer.set_checkpoint_tensors({"weight": codes, "weight_scale": scale})
+        if bias is not None:
+            layer.bias = nn.Parameter(bias, requires_grad=False)
+        return layer
+
+    def checkpoint_layout(self) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+        groups = self.in_features // self.group_size
+        return {"weight": ((self.out_features, self.in_features), torch.int8),
+                "weight_scale": ((self.out_features, groups), SCALE_DTYPE)}
+
+    def checkpoint_tensors(self) -> dict[str, torch.Tensor]:
+        return {"weight": self.weight, "weight_scale": self.weight_scale}
+
+    def set_checkpoint_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        self._set_codes(tensors["weight"], tensors["weight_scale"], None)
+
+    def _set_codes(self, codes: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor | None) -> None:
+        self.weight = _aligned(codes.to(torch.int8).contiguous())
+        self.weight_scale = scale.to(device=codes.device, dtype=SCALE_DTYPE).contiguous()
+
+    def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        return dequantize_weight(self.weight, self.weight_scale, None, dtype)
+
+    def _matmul(self, x: torch.Tensor) -> torch.Tensor:
+        # The CPU kernel takes one scale per row, and reads past the end of rows whose length is
+        # not a multiple of 16 (it crashes), so those take the dequantizing route.
+        if x.is_cpu and self.group_size == self.in_features and self.in_features % 16 == 0:
+            return self._kernel_call(x, torch.ops.aten._weight_int8pack_mm, self.weight, self.weight_scale.view(-1))
+        return self._dequantized_linear(x)
+
+
+class Int4Linear(QuantizedLinear):
+    """A linear layer with int4 weights in groups of ``group_size`` inputs, each with a bfloat16 scale and zero point."""
+
+    bits = 4
+
+    def __init__(self, in_features: int, out_features: int, group_size: int = 64, bias: bool = True,
+                 device: torch.device | str | None = None) -> None:
+        if in_features % 2:
+            raise ConfigError(f"Int4Linear needs an even number of input features, got {in_features}.")
+        super().__init__(in_features, out_features, group_size, bias, device)
+        groups = in_features // self.group_size
+        self.kernel: str | None = None
+        self.register_buffer("packed", torch.zeros(out_features, in_features // 2, dtype=torch.uint8, device=device),
+                             persistent=False)
+        self.register_buffer("scale_and_zero", torch.zeros(groups, out_features, 2, dtype=SCALE_DTYPE, device=device),
+                             persistent=False)
+
+    @classmethod
+    def from_codes(cls, codes: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor,
+                   bias: torch.Tensor | None = None) -> Int4Linear:
+        """A layer over codes (out, in) in [0, 15] and per-group scales and zero points (out, groups)."""
+        out_features, in_features = codes.shape
+        layer = cls(in_features, out_features, in_features // scale.shape[1], bias=bias is not None, device="meta")
+        layer._set_codes(codes, scale, zero)
+        if bias is not None:
+            layer.bias = nn.Parameter(bias, requires_grad=False)
+        return layer
+
+    def checkpoint_layout(self) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+        groups = (self.out_features, self.in_features // self.group_size)
+        return {"weight": ((self.out_features, self.in_features // 2), torch.uint8),
+                "weight_scale": (groups, SCALE_DTYPE), "weight_zero": (groups, SCALE_DTYPE)}
+
+    def codes(self) -> torch.Tensor:
+        """The int4 codes (out, in) as uint8 values in [0, 15]."""
+        return _codes_from_layout(self.kernel, self.packed, self.out_features, self.in_features)
+
+    def checkpoint_tensors(self) -> dict[str, torch.Tensor]:
+        pairs = self.packed if self.kernel is None else pack_nibbles(self.codes())
+        scale, zero = self.scale_and_zero.permute(2, 1, 0)
+        return {"weight": pairs, "weight_scale": scale.contiguous(), "weight_zero": zero.contiguous()}
+
+    def set_checkpoint_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        self._set_codes(unpack_nibbles(tensors["weight"]), tensors["weight_scale"], tensors["weight_zero"])
+
+    def _set_codes(self, codes: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor | None) -> None:
+        device = codes.device
+        self.kernel = None if codes.is_meta else _int4_kernel(device, self.out_features, self.in_features,
+                                                                 self.group_size)
+        self.packed = _to_kernel_layout(self.kernel, codes)
+        # The kernels read (groups, out, 2): each group's scale and zero point side by side.
+        self.scale_and_zero = torch.stack((scale, zero), dim=-1).to(device=device, dtype=SCALE_DTYPE).transpose(0, 1)
+        self.scale_and_zero = self.scale_and_zero.contiguous()
+
+    def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        scale, zero = self.scale_and_zero.permute(2, 1, 0)
+        return dequantize_weight(self.codes(), scale, zero, dtype)
+
+    def _matmul(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kernel == "cpu" and x.is_cpu:
+            return self._kernel_call(x, torch.ops.aten._weight_int4pack_mm_for_cpu, self.packed, self.group_size,
+                                     self.scale_and_zero)
+        if self.kernel == "cuda" and x.is_cuda:
+            return self._kernel_call(x, torch.ops.aten._weight_int4pack_mm, self.packed, self.group_size,
+                                     self.scale_and_zero)
+        return self._dequantized_linear(x)
+
+
+QUANTIZED_LINEAR_CLASSES: dict[int, type[QuantizedLinear]] = {8: Int8Linear, 4: Int4Linear}
+
+
+def quantized_linear(weight: torch.Tensor, bias: torch.Tensor | None, bits: int, group_size: int | None,
+                     name: str = "") -> QuantizedLinear:
+    """A quantized layer for a float weight (out, in) and bias; the layer takes over the bias tensor."""
+    out_features, in_features = weight.shape
+    layer_class = QUANTIZED_LINEAR_CLASSES[bits]
+    group_size = in_features if group_size is None else group_size
+    check_group_size(name, in_features, group_size)
+    if bits == 4 and in_features % 2:
+        raise ConfigError(f"{name or 'layer'} has an odd number of input features ({in_features}); int4 needs an even one.")
+    layer = layer_class(in_features, out_features, group_size, bias=bias is not None, device="meta")
+    layer._set_codes(*quantize_weight(weight, bits, group_size))
+    if bias is not None:
+        layer.bias = bias if isinstance(bias, nn.Parameter) else nn.Parameter(bias, requires_grad=False)
+    return layer

@@ -1,0 +1,1 @@
+"""Fine-tuning: TrainingArguments, Trainer, callbacks, learning-rate schedules and data collators."""

@@ -1,0 +1,297 @@
+"""LoRA parity with the ``peft`` library: the same base and adapter weights give the same outputs,
+adapters saved by either library load in the other, merging agrees, and bad input is refused."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import warnings
+
+import peft
+import pytest
+import torch
+import transformers
+from safetensors.torch import load_file, save_file
+
+import torchformers
+from torchformers.errors import ConfigError, UnsupportedArgumentError, WeightsMismatchError
+from torchformers.peft import (
+    LoraConfig,
+    LoraLinear,
+    PeftModel,
+    PeftModelForCausalLM,
+    TaskType,
+    get_peft_model,
+)
+
+ATOL = 1e-5
+VOCAB = 64
+# family -> (reference model class name, config, task, target_modules)
+FAMILIES = {
+    "llama": ("LlamaForCausalLM", transformers.LlamaConfig(
+        vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2), "CAUSAL_LM", ["q_proj", "v_proj", "down_proj"]),
+    "gpt2": ("GPT2LMHeadModel", transformers.GPT2Config(
+        vocab_size=VOCAB, n_embd=32, n_layer=2, n_head=4, n_positions=32, bos_token_id=1, eos_token_id=2),
+        "CAUSAL_LM", ["c_attn", "c_proj"]),
+    "bert": ("BertForSequenceClassification", transformers.BertConfig(
+        vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_labels=3), "SEQ_CLS", "all-linear"),
+}
+
+
+def randomized(model: torch.nn.Module, seed: int, only_trainable: bool = False) -> torch.nn.Module:
+    """Parameters (all, or the trainable ones: adapters and trained head copies) overwritten with
+    seeded noise; norm weights around one."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if only_trainable and not param.requires_grad:
+                continue
+            is_norm = "norm" in name.lower() or ".ln_" in name
+            param.copy_(torch.randn(param.shape, generator=generator) * 0.2 + (1.0 if is_norm and name.endswith("weight") else 0.0))
+    return model
+
+
+@pytest.fixture(scope="module")
+def bases(tmp_path_factory):
+    """family -> directory of a seeded reference checkpoint."""
+    directories = {}
+    for family, (class_name, config, _, _) in FAMILIES.items():
+        directory = tmp_path_factory.mktemp(family)
+        torch.manual_seed(0)
+        randomized(getattr(transformers, class_name)(config), seed=0).save_pretrained(directory)
+        directories[family] = directory
+    return directories
+
+
+def reference_base(bases, family):
+    class_name = FAMILIES[family][0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return getattr(transformers, class_name).from_pretrained(bases[family]).eval()
+
+
+def our_base(bases, family):
+    class_name = FAMILIES[family][0]
+    return getattr(torchformers, class_name).from_pretrained(bases[family]).eval()
+
+
+def peft_config(library, family, **overrides):
+    _, _, task, targets = FAMILIES[family]
+    settings = {"r": 4, "lora_alpha": 8, "target_modules": targets, "task_type": task, "init_lora_weights": False}
+    settings.update(overrides)
+    return library.LoraConfig(**settings)
+
+
+def inputs(family):
+    ids = torch.randint(3, VOCAB, (2, 7), generator=torch.Generator().manual_seed(1))
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+
+
+def logits(model, family):
+    with torch.no_grad():
+        return model(**inputs(family)).logits
+
+
+def reference_adapter(bases, family, directory, seed=1, **overrides):
+    """A peft adapter with seeded random weights on the reference base, saved to ``directory``."""
+    model = peft.get_peft_model(reference_base(bases, family), peft_config(peft, family, **overrides))
+    randomized(model, seed, only_trainable=True)
+    model.save_pretrained(directory)
+    return model.eval()
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_peft_adapter_loads_with_the_same_outputs(bases, family, tmp_path):
+    reference = reference_adapter(bases, family, tmp_path)
+    ours = PeftModel.from_pretrained(our_base(bases, family), tmp_path)
+    assert type(ours).__name__ == type(reference).__name__
+    expected = logits(reference, family)
+    torch.testing.assert_close(logits(ours, family), expected, atol=ATOL, rtol=0)
+    with reference.disable_adapter(), ours.disable_adapter():
+        without_adapter = logits(reference, family)
+        torch.testing.assert_close(logits(ours, family), without_adapter, atol=ATOL, rtol=0)
+    assert (expected - without_adapter).abs().max() > 1e-2  # the adapter does change the outputs
+    assert not any(p.requires_grad for p in ours.parameters())  # loaded for inference, as peft does
+    assert sorted(n for n, _ in ours.named_parameters()) == sorted(n for n, _ in reference.named_parameters())
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_our_adapter_loads_in_peft_and_merges_the_same(bases, family, tmp_path):
+    ours = get_peft_model(our_base(bases, family), peft_config(torchformers.peft, family, use_rslora=True))
+    randomized(ours, seed=3, only_trainable=True).eval()
+    (tmp_path / "ours").mkdir()
+    ours.save_pretrained(tmp_path / "ours")
+    reference = peft.PeftModel.from_pretrained(reference_base(bases, family), tmp_path / "ours").eval()
+    torch.testing.assert_close(logits(reference, family), logits(ours, family), atol=ATOL, rtol=0)
+
+    # The same file layout as peft's own save of the same adapter.
+    reference.save_pretrained(tmp_path / "theirs")
+    our_tensors = load_file(tmp_path / "ours" / "adapter_model.safetensors")
+    their_tensors = load_file(tmp_path / "theirs" / "adapter_model.safetensors")
+    assert sorted(our_tensors) == sorted(their_tensors)
+    for key, tensor in our_tensors.items():
+        torch.testing.assert_close(tensor, their_tensors[key], atol=0, rtol=0)
+    ours_config = json.loads((tmp_path / "ours" / "adapter_config.json").read_text())
+    theirs_config = json.loads((tmp_path / "theirs" / "adapter_config.json").read_text())
+    for key in ("r", "lora_alpha", "target_modules", "modules_to_save", "bias", "task_type", "use_rslora", "peft_type"):
+        expected = theirs_config[key]
+        if isinstance(expected, list):  # peft repeats the task heads in modules_to_save on reloading
+            assert set(ours_config[key]) == set(expected), key
+        else:
+            assert ours_config[key] == expected, key
+
+    merged, reference_merged = ours.merge_and_unload(), reference.merge_and_unload()
+    assert type(merged).__name__ == type(reference_merged).__name__
+    assert not any(isinstance(m, LoraLinear) for m in merged.modules())
+    torch.testing.assert_close(logits(merged, family), logits(reference_merged, family), atol=ATOL, rtol=0)
+    reference_state = reference_merged.state_dict()
+    for key, tensor in merged.state_dict().items():
+        if key in reference_state:
+            torch.testing.assert_close(tensor, reference_state[key], atol=1e-6, rtol=0)
+
+
+def test_greedy_generation_with_an_adapter_matches_peft(bases, tmp_path):
+    reference = reference_adapter(bases, "llama", tmp_path)
+    ours = PeftModel.from_pretrained(our_base(bases, "llama"), tmp_path)
+    prompt = inputs("llama")["input_ids"][:1]
+    expected = reference.generate(input_ids=prompt, max_new_tokens=8, do_sample=False)
+    assert torch.equal(ours.generate(input_ids=prompt, max_new_tokens=8, do_sample=False), expected)
+
+
+def test_named_adapters_switch_and_disable_like_peft(bases, tmp_path):
+    reference_adapter(bases, "llama", tmp_path / "first", seed=1)
+    reference_adapter(bases, "llama", tmp_path / "second", seed=2, target_modules=["k_proj", "up_proj"], r=2)
+    reference = peft.PeftModel.from_pretrained(reference_base(bases, "llama"), tmp_path / "first")
+    reference.load_adapter(tmp_path / "second", adapter_name="second")
+    ours = PeftModel.from_pretrained(our_base(bases, "llama"), tmp_path / "first")
+    ours.load_adapter(tmp_path / "second", adapter_name="second")
+    assert ours.active_adapter == reference.active_adapter == "default"
+    first = logits(ours, "llama")
+    torch.testing.assert_close(first, logits(reference, "llama"), atol=ATOL, rtol=0)
+    for model in (ours, reference):
+        model.set_adapter("second")
+    second = logits(ours, "llama")
+    torch.testing.assert_close(second, logits(reference, "llama"), atol=ATOL, rtol=0)
+    assert (first - second).abs().max() > 1e-2
+    with ours.disable_adapter():
+        torch.testing.assert_close(logits(ours, "llama"), logits(our_base(bases, "llama"), "llama"), atol=0, rtol=0)
+    torch.testing.assert_close(logits(ours, "llama"), second, atol=0, rtol=0)
+
+    # Saving several adapters: "default" at the top, the others in subdirectories named after them.
+    ours.save_pretrained(tmp_path / "both")
+    assert (tmp_path / "both" / "adapter_model.safetensors").is_file()
+    assert (tmp_path / "both" / "second" / "adapter_config.json").is_file()
+    reloaded = PeftModel.from_pretrained(our_base(bases, "llama"), tmp_path / "both" / "second", adapter_name="second")
+    torch.testing.assert_close(logits(reloaded, "llama"), second, atol=0, rtol=0)
+
+
+def test_only_adapters_train_and_the_loss_falls(bases):
+    model = get_peft_model(our_base(bases, "llama"), LoraConfig(r=4, lora_alpha=8, target_modules="all-linear",
+                                                                lora_dropout=0.1, task_type=TaskType.CAUSAL_LM))
+    assert isinstance(model, PeftModelForCausalLM)
+    trainable = {name for name, param in model.named_parameters() if param.requires_grad}
+    assert trainable and all(".lora_A.default." in name or ".lora_B.default." in name for name in trainable)
+    assert not any(isinstance(m, LoraLinear) for m in model.get_base_model().lm_head.modules())  # output layer skipped
+    batch = inputs("llama")
+    batch["labels"] = batch["input_ids"]
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    model.train()
+    losses = []
+    for _ in range(15):
+        loss = model(**batch).loss
+        loss.backward()
+        assert all(p.grad is None for n, p in model.named_parameters() if n not in trainable)
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    assert losses[-1] < 0.8 * losses[0]
+
+
+def test_print_trainable_parameters_counts_like_peft(bases):
+    printed = []
+    for library, base in ((peft, reference_base(bases, "llama")), (torchformers.peft, our_base(bases, "llama"))):
+        model = library.get_peft_model(base, peft_config(library, "llama", modules_to_save=["lm_head"]))
+        with contextlib.redirect_stdout(io.StringIO()) as output:
+            model.print_trainable_parameters()
+        printed.append(output.getvalue())
+    assert printed[0] == printed[1]
+    assert printed[1].startswith("trainable params: ")
+
+
+@pytest.mark.parametrize("bias", ["all", "lora_only"])
+def test_trained_biases_are_saved_like_peft(bases, bias, tmp_path):
+    settings = {"bias": bias, "target_modules": ["query", "value"], "task_type": None}
+    theirs = peft.get_peft_model(reference_base(bases, "bert"), peft_config(peft, "bert", **settings))
+    ours = get_peft_model(our_base(bases, "bert"), peft_config(torchformers.peft, "bert", **settings))
+    assert sorted(n for n, p in ours.named_parameters() if p.requires_grad) == sorted(
+        n for n, p in theirs.named_parameters() if p.requires_grad)
+    theirs.save_pretrained(tmp_path / "theirs")
+    ours.save_pretrained(tmp_path / "ours")
+    assert sorted(load_file(tmp_path / "ours" / "adapter_model.safetensors")) == sorted(
+        load_file(tmp_path / "theirs" / "adapter_model.safetensors"))
+
+
+# -- bad input -----------------------------------------------------------------------------------
+
+
+def test_target_modules_that_match_nothing_are_refused(bases):
+    model = our_base(bases, "llama")
+    with pytest.raises(ConfigError, match="matches no module.*q_proj"):
+        get_peft_model(model, LoraConfig(target_modules=["query_key_value"]))
+    with pytest.raises(ConfigError, match="matches no module"):
+        get_peft_model(model, LoraConfig(target_modules=r".*\.attention\.dense"))
+    assert not any(isinstance(m, LoraLinear) for m in model.modules())
+
+
+def test_a_target_that_is_not_linear_is_refused(bases):
+    with pytest.raises(UnsupportedArgumentError, match="embed_tokens.*Embedding.*modules_to_save"):
+        get_peft_model(our_base(bases, "llama"), LoraConfig(target_modules=["embed_tokens"]))
+
+
+def test_an_adapter_for_another_base_is_refused(bases, tmp_path):
+    reference_adapter(bases, "llama", tmp_path)
+    wider = transformers.LlamaConfig(vocab_size=VOCAB, hidden_size=48, intermediate_size=64, num_hidden_layers=2,
+                                     num_attention_heads=4, num_key_value_heads=2)
+    other = torchformers.LlamaForCausalLM.from_config(torchformers.LlamaConfig(**wider.to_diff_dict()))
+    with pytest.raises(WeightsMismatchError, match=r"adapter_model\.safetensors: tensor '.*lora_.*' has shape .* needs .*another base model"):
+        PeftModel.from_pretrained(other, tmp_path)
+    # Tensors for layers the config does not target: an adapter saved for another architecture.
+    tensors = load_file(tmp_path / "adapter_model.safetensors")
+    tensors = {key.replace("self_attn", "attn"): value for key, value in tensors.items()}
+    save_file(tensors, tmp_path / "adapter_model.safetensors")
+    with pytest.raises(WeightsMismatchError, match="has no place"):
+        PeftModel.from_pretrained(our_base(bases, "llama"), tmp_path)
+
+
+def test_missing_adapter_weights_are_refused(bases, tmp_path):
+    reference_adapter(bases, "llama", tmp_path)
+    tensors = load_file(tmp_path / "adapter_model.safetensors")
+    save_file({k: v for k, v in tensors.items() if "layers.1." not in k}, tmp_path / "adapter_model.safetensors")
+    with pytest.raises(WeightsMismatchError, match="lacks .* LoRA weights"):
+        PeftModel.from_pretrained(our_base(bases, "llama"), tmp_path)
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("use_dora", True, "use_dora=True is not supported"),
+    ("some_future_option", [1], "some_future_option=.* does not implement"),
+    ("peft_type", "IA3", "LoRA adapters only"),
+])
+def test_peft_features_torchformers_lacks_are_refused(bases, tmp_path, key, value, message):
+    reference_adapter(bases, "llama", tmp_path)
+    config = json.loads((tmp_path / "adapter_config.json").read_text())
+    config[key] = value
+    (tmp_path / "adapter_config.json").write_text(json.dumps(config))
+    with pytest.raises(UnsupportedArgumentError, match=message):
+        PeftModel.from_pretrained(our_base(bases, "llama"), tmp_path)
+
+
+def test_a_second_all_linear_adapter_covers_the_layers_the_first_adapted(bases):
+    model = get_peft_model(our_base(bases, "llama"), LoraConfig(target_modules=["q_proj"]))
+    model.add_adapter("wide", LoraConfig(target_modules="all-linear"))
+    layers = [m for m in model.modules() if isinstance(m, LoraLinear)]
+    assert len(layers) == 2 * 7 and all("wide" in layer.lora_A for layer in layers)
+    assert model.active_adapter == "default"
+    assert all(".default." in name for name, param in model.named_parameters() if param.requires_grad)
