@@ -326,3 +326,41 @@ def test_from_config_initializes_like_the_reference():
     assert 0.4 < embeddings.std() < 0.6
     assert torch.equal(model.cls.predictions.bias, torch.zeros(TINY["vocab_size"]))
     assert torch.equal(model.bert.encoder.layer[0].output.LayerNorm.weight, torch.ones(TINY["hidden_size"]))
+
+
+@pytest.mark.parametrize("attn_implementation", ["sdpa", "eager"])
+@pytest.mark.parametrize("family", ["bert", "distilbert"])
+def test_first_token_only_gives_the_first_positions_output_and_gradient(family, attn_implementation):
+    """The classification heads compute the last layer for [CLS] alone: the same numbers, forward and back."""
+    torch.manual_seed(0)
+    if family == "bert":
+        config = torchformers.BertConfig(**TINY, attn_implementation=attn_implementation,
+                                         hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+        model = torchformers.BertModel(config)
+    else:
+        config = torchformers.DistilBertConfig(vocab_size=99, dim=32, n_layers=2, n_heads=4, hidden_dim=37,
+                                               attn_implementation=attn_implementation, dropout=0.0,
+                                               attention_dropout=0.0)
+        model = torchformers.DistilBertModel(config)
+    model.train()  # the training branches (no dropout, so both runs are deterministic)
+    ids = torch.randint(1, 99, (3, 9))
+    mask = torch.ones_like(ids)
+    mask[1, 6:] = 0  # a padded row: the first position must still ignore the padding keys
+
+    def first_position(**options):
+        model.zero_grad()
+        hidden = model(ids, attention_mask=mask, **options).last_hidden_state
+        first = hidden[:, 0]
+        (first * torch.linspace(-1, 1, first.numel()).view_as(first)).sum().backward()
+        return first.detach(), {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+
+    full, full_grads = first_position()
+    alone, alone_grads = first_position(first_token_only=True)
+    assert model(ids, attention_mask=mask, first_token_only=True).last_hidden_state.shape[1] == 1
+    torch.testing.assert_close(alone, full, atol=1e-6, rtol=0)
+    assert alone_grads.keys() == full_grads.keys()
+    for name, grad in full_grads.items():
+        torch.testing.assert_close(alone_grads[name], grad, atol=1e-6, rtol=1e-5)
+    # Hidden states need every position of the last layer: the option then steps aside.
+    outputs = model(ids, attention_mask=mask, first_token_only=True, output_hidden_states=True)
+    assert outputs.last_hidden_state.shape[1] == ids.shape[1]

@@ -145,13 +145,18 @@ class BertSelfAttention(nn.Module):
         self.attn_implementation = config._attn_implementation
 
     def forward(
-        self, hidden_states: torch.Tensor, mask: torch.Tensor | None, output_attentions: bool = False
+        self,
+        hidden_states: torch.Tensor,
+        mask: torch.Tensor | None,
+        output_attentions: bool = False,
+        first_token_only: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         return self_attention(
             hidden_states, self.query, self.key, self.value, self.num_attention_heads, mask,
             implementation=self.attn_implementation,
             dropout=self.dropout.p if self.training else 0.0,
             output_attentions=output_attentions,
+            first_token_only=first_token_only,
         )
 
 
@@ -166,7 +171,7 @@ class BertSelfOutput(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
         if self.training:  # dropout sits between the projection and the residual add
-            return self.LayerNorm(self.dropout(self.dense(hidden_states)) + residual)
+            return self.LayerNorm(self.dropout(fused_linear(hidden_states, self.dense)) + residual)
         return self.LayerNorm(fused_linear(hidden_states, self.dense, residual=residual))
 
 
@@ -177,10 +182,15 @@ class BertAttention(nn.Module):
         self.output = BertSelfOutput(config)
 
     def forward(
-        self, hidden_states: torch.Tensor, mask: torch.Tensor | None, output_attentions: bool = False
+        self,
+        hidden_states: torch.Tensor,
+        mask: torch.Tensor | None,
+        output_attentions: bool = False,
+        first_token_only: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        attended, weights = self.self(hidden_states, mask, output_attentions)
-        return self.output(attended, hidden_states), weights
+        attended, weights = self.self(hidden_states, mask, output_attentions, first_token_only)
+        residual = hidden_states[:, :1] if first_token_only else hidden_states
+        return self.output(attended, residual), weights
 
 
 class BertIntermediate(nn.Module):
@@ -212,9 +222,13 @@ class BertLayer(nn.Module):
         return self.output(self.intermediate(hidden_states), hidden_states)
 
     def forward(
-        self, hidden_states: torch.Tensor, mask: torch.Tensor | None, output_attentions: bool = False
+        self,
+        hidden_states: torch.Tensor,
+        mask: torch.Tensor | None,
+        output_attentions: bool = False,
+        first_token_only: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        attended, weights = self.attention(hidden_states, mask, output_attentions)
+        attended, weights = self.attention(hidden_states, mask, output_attentions, first_token_only)
         return feed_forward_in_chunks(self.feed_forward, attended, self.chunk_size_feed_forward), weights
 
 
@@ -318,9 +332,17 @@ class BertModel(BertPreTrainedModel):
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        *,
+        first_token_only: bool = False,
     ) -> BaseModelOutputWithPoolingAndCrossAttentions | tuple:
         """``attention_mask`` (1 for real tokens) hides padding; ``use_cache`` has no effect on an
-        encoder (as in the reference). Cross-attention inputs and a cache raise."""
+        encoder (as in the reference). Cross-attention inputs and a cache raise.
+
+        ``first_token_only`` (not in the reference) computes the last layer for the first
+        position alone, so ``last_hidden_state`` has length 1: the pooler and the [CLS]
+        classification heads need nothing else, and they set it. It is ignored when hidden
+        states or attentions are asked for.
+        """
         if encoder_hidden_states is not None or encoder_attention_mask is not None or past_key_values is not None:
             raise UnsupportedArgumentError(
                 f"{type(self).__name__} is an encoder only: encoder_hidden_states, encoder_attention_mask and "
@@ -334,7 +356,7 @@ class BertModel(BertPreTrainedModel):
         embeddings = self.embeddings(input_ids, token_type_ids, position_ids, inputs_embeds)
         mask = padding_mask(attention_mask, embeddings)
         hidden_states, all_hidden_states, all_attentions = self.encoder(
-            embeddings, mask, output_hidden_states, output_attentions
+            embeddings, mask, output_hidden_states, output_attentions, first_token_only
         )
         pooled = self.pooler(hidden_states) if self.pooler is not None else None
         output = BaseModelOutputWithPoolingAndCrossAttentions(
@@ -431,7 +453,7 @@ class BertForSequenceClassification(BertPreTrainedModel):
         outputs = self.base_model(
             input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, position_ids=position_ids,
             inputs_embeds=inputs_embeds, output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states, return_dict=True,
+            output_hidden_states=output_hidden_states, return_dict=True, first_token_only=True,
         )
         logits = self.classify(outputs)
         loss = sequence_classification_loss(logits, labels, self.config) if labels is not None else None
@@ -555,7 +577,7 @@ class BertForMultipleChoice(BertPreTrainedModel):
             flatten_choices(input_ids), attention_mask=flatten_choices(attention_mask),
             token_type_ids=flatten_choices(token_type_ids), position_ids=flatten_choices(position_ids),
             inputs_embeds=flatten_choices(inputs_embeds, trailing_dims=2), output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states, return_dict=True,
+            output_hidden_states=output_hidden_states, return_dict=True, first_token_only=True,
         )
         logits = self.classifier(self.dropout(outputs.pooler_output)).view(-1, num_choices)
         loss = cross_entropy(logits, labels.to(logits.device)) if labels is not None else None

@@ -124,6 +124,7 @@ class DistilBertSelfAttention(nn.Module):
         mask: torch.Tensor | None,
         output_attentions: bool = False,
         residual: torch.Tensor | None = None,
+        first_token_only: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The attention output, plus ``residual`` when given (added as the output is written)."""
         attended, weights = self_attention(
@@ -131,6 +132,7 @@ class DistilBertSelfAttention(nn.Module):
             implementation=self.attn_implementation,
             dropout=self.dropout.p if self.training else 0.0,
             output_attentions=output_attentions,
+            first_token_only=first_token_only,
         )
         return fused_linear(attended, self.out_lin, residual=residual), weights
 
@@ -147,7 +149,7 @@ class DistilBertFFN(nn.Module):
         """The feed-forward output, plus ``residual`` when given (after the dropout)."""
         hidden_states = fused_linear(hidden_states, self.lin1, activation=self.activation_name)
         if self.training or residual is None:
-            output = self.dropout(self.lin2(hidden_states))
+            output = self.dropout(fused_linear(hidden_states, self.lin2))
             return output if residual is None else output + residual
         return fused_linear(hidden_states, self.lin2, residual=residual)
 
@@ -167,9 +169,16 @@ class TransformerBlock(nn.Module):
         return self.output_layer_norm(self.ffn(hidden_states, residual=hidden_states))
 
     def forward(
-        self, hidden_states: torch.Tensor, mask: torch.Tensor | None, output_attentions: bool = False
+        self,
+        hidden_states: torch.Tensor,
+        mask: torch.Tensor | None,
+        output_attentions: bool = False,
+        first_token_only: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        attended, weights = self.attention(hidden_states, mask, output_attentions, residual=hidden_states)
+        residual = hidden_states[:, :1] if first_token_only else hidden_states
+        attended, weights = self.attention(
+            hidden_states, mask, output_attentions, residual=residual, first_token_only=first_token_only
+        )
         attended = self.sa_layer_norm(attended)
         return feed_forward_in_chunks(self.feed_forward, attended, self.chunk_size_feed_forward), weights
 
@@ -218,7 +227,12 @@ class DistilBertModel(DistilBertPreTrainedModel):
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        *,
+        first_token_only: bool = False,
     ) -> BaseModelOutput | tuple:
+        """``first_token_only`` (not in the reference): the last layer for the first position
+        alone, all the classification heads read; ignored when hidden states or attentions are
+        asked for."""
         if (input_ids is None) == (inputs_embeds is None):
             raise UnsupportedArgumentError("Pass exactly one of input_ids and inputs_embeds.")
         config = self.config
@@ -226,7 +240,8 @@ class DistilBertModel(DistilBertPreTrainedModel):
         output_hidden_states = config.output_hidden_states if output_hidden_states is None else output_hidden_states
         embeddings = self.embeddings(input_ids, inputs_embeds, position_ids)
         hidden_states, all_hidden_states, all_attentions = self.transformer(
-            embeddings, padding_mask(attention_mask, embeddings), output_hidden_states, output_attentions
+            embeddings, padding_mask(attention_mask, embeddings), output_hidden_states, output_attentions,
+            first_token_only,
         )
         output = BaseModelOutput(
             last_hidden_state=hidden_states, hidden_states=all_hidden_states, attentions=all_attentions
@@ -311,6 +326,7 @@ class DistilBertForSequenceClassification(DistilBertPreTrainedModel):
         outputs = self.distilbert(
             input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds, position_ids=position_ids,
             output_attentions=output_attentions, output_hidden_states=output_hidden_states, return_dict=True,
+            first_token_only=True,
         )
         pooled = self.dropout(F.relu(self.pre_classifier(outputs.last_hidden_state[:, 0])))
         logits = self.classifier(pooled)
@@ -431,6 +447,7 @@ class DistilBertForMultipleChoice(DistilBertPreTrainedModel):
             flatten_choices(input_ids), attention_mask=flatten_choices(attention_mask),
             inputs_embeds=flatten_choices(inputs_embeds, trailing_dims=2), position_ids=flatten_choices(position_ids),
             output_attentions=output_attentions, output_hidden_states=output_hidden_states, return_dict=True,
+            first_token_only=True,
         )
         pooled = self.dropout(F.relu(self.pre_classifier(outputs.last_hidden_state[:, 0])))
         logits = self.classifier(pooled).view(-1, num_choices)

@@ -39,15 +39,21 @@ def self_attention(
     implementation: str,
     dropout: float = 0.0,
     output_attentions: bool = False,
+    first_token_only: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Bidirectional multi-head attention of ``hidden_states`` over itself.
 
     Returns the heads' outputs merged back to (batch, seq, hidden), before any output
     projection, and the attention weights when ``output_attentions`` (else ``None``).
+    With ``first_token_only`` only the first position asks (its keys and values are still
+    every position's): seq is then 1.
     """
     batch, length, _ = hidden_states.shape
     shape = (batch, length, num_heads, -1)
-    q = fused_linear(hidden_states, query).view(shape).transpose(1, 2)
+    queries = hidden_states[:, :1] if first_token_only else hidden_states
+    if first_token_only and mask is not None:
+        mask = mask[:, :, :1]
+    q = fused_linear(queries, query).view(batch, queries.shape[1], num_heads, -1).transpose(1, 2)
     k = fused_linear(hidden_states, key).view(shape).transpose(1, 2)
     v = fused_linear(hidden_states, value).view(shape).transpose(1, 2)
     output, weights = attend(
@@ -58,7 +64,7 @@ def self_attention(
         implementation=implementation,
         output_attentions=output_attentions,
     )
-    return output.reshape(batch, length, -1), weights
+    return output.reshape(batch, queries.shape[1], -1), weights
 
 
 def feed_forward_in_chunks(
@@ -74,10 +80,12 @@ def feed_forward_in_chunks(
 class EncoderStack(nn.Module):
     """The encoder's layers, kept in ``self.layer`` (the checkpoints' name).
 
-    Each layer maps ``(hidden_states, mask, output_attentions)`` to ``(hidden_states,
-    attention weights or None)``. ``forward`` returns the last hidden states, and when asked
-    the input of every layer plus the last output (``num_layers + 1`` tensors) and every
-    layer's attention weights.
+    Each layer maps ``(hidden_states, mask, output_attentions, first_token_only)`` to
+    ``(hidden_states, attention weights or None)``. ``forward`` returns the last hidden
+    states, and when asked the input of every layer plus the last output (``num_layers + 1``
+    tensors) and every layer's attention weights. ``first_token_only`` computes the last
+    layer for the first position alone: all that a pooler or a [CLS] classifier reads, and
+    in a 12-layer model about 7% of the work (more in shallower ones).
     """
 
     def __init__(self, layers: list[nn.Module]) -> None:
@@ -92,19 +100,22 @@ class EncoderStack(nn.Module):
         mask: torch.Tensor | None,
         output_hidden_states: bool = False,
         output_attentions: bool = False,
+        first_token_only: bool = False,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None, tuple[torch.Tensor, ...] | None]:
+        if output_hidden_states or output_attentions:
+            first_token_only = False  # those outputs need every position of the last layer
         checkpointing = self.gradient_checkpointing and self.training
         all_hidden_states: tuple[torch.Tensor, ...] = ()
         all_attentions: tuple[torch.Tensor, ...] = ()
-        for layer in self.layer:
+        last = len(self.layer) - 1
+        for index, layer in enumerate(self.layer):
             if output_hidden_states:
                 all_hidden_states += (hidden_states,)
+            arguments = (hidden_states, mask, output_attentions, first_token_only and index == last)
             if checkpointing:
-                hidden_states, weights = checkpoint(
-                    layer, hidden_states, mask, output_attentions, **self.checkpoint_options
-                )
+                hidden_states, weights = checkpoint(layer, *arguments, **self.checkpoint_options)
             else:
-                hidden_states, weights = layer(hidden_states, mask, output_attentions)
+                hidden_states, weights = layer(*arguments)
             if output_attentions:
                 all_attentions += (weights,)
         if output_hidden_states:

@@ -5,8 +5,10 @@ activation and adds the residual in separate passes over the output. When no gra
 needed, :func:`fused_linear` calls oneDNN's linear instead, which writes the output once
 with all of them applied. On BERT-base shapes its float32 kernels are 10-20% faster than
 MKL's (on AMD CPUs MKL takes generic code paths), and bfloat16 saves the extra passes.
-Training, other devices, other dtypes and layers that are not a plain ``nn.Linear``
-(wrapped, hooked) take the ordinary path, with the same results up to float rounding.
+Training takes oneDNN's products too, through the autograd function of ``onednn.py``
+(without the fused post-ops, which would need their own backward). Other devices, other
+dtypes and layers that are not a plain ``nn.Linear`` (wrapped, hooked) take the ordinary
+path, with the same results up to float rounding.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from torch import nn
 
 from ..errors import UnsupportedArgumentError
 from .mlp import get_activation
+from .onednn import onednn_trains, trainable_linear
 
 # Set to False to always use the ordinary path (to compare, or to rule the fused one out).
 ONEDNN_LINEAR = True
@@ -29,15 +32,19 @@ _ONEDNN_ACTIVATIONS = {
 }
 
 
+def _plain_linear(layer: nn.Module) -> bool:
+    """A bare ``nn.Linear`` whose forward may be replaced by a kernel call (no hooks to run)."""
+    return type(layer) is nn.Linear and not (layer._forward_hooks or layer._forward_pre_hooks)
+
+
 def _onednn_applies(x: torch.Tensor, layer: nn.Module) -> bool:
     return (
         ONEDNN_LINEAR
         and _HAS_ONEDNN
-        and type(layer) is nn.Linear
+        and _plain_linear(layer)
         and x.device.type == "cpu"
         and x.dtype in (torch.float32, torch.bfloat16)
         and layer.weight.dtype == x.dtype
-        and not (layer._forward_hooks or layer._forward_pre_hooks)
         and not (torch.is_grad_enabled() and (x.requires_grad or layer.weight.requires_grad))
     )
 
@@ -59,7 +66,10 @@ def fused_linear(
             return torch.ops.mkldnn._linear_pointwise(x, layer.weight, layer.bias, attr, [], algorithm)
         if residual.shape == (*x.shape[:-1], layer.out_features):
             return torch.ops.mkldnn._linear_pointwise.binary(x, residual.to(x.dtype), layer.weight, layer.bias, "add")
-    output = layer(x)
+    if _plain_linear(layer) and onednn_trains(x, layer.weight):
+        output = trainable_linear(x, layer.weight, layer.bias)
+    else:
+        output = layer(x)
     if activation is not None:
         return get_activation(activation)(output)
     return output if residual is None else output + residual

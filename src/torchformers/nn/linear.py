@@ -20,6 +20,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .onednn import onednn_trains, trainable_linear
+
 MAX_DECODE_ROWS = 16
 BLOCKS = 4
 # The route is measured on MKL's batched GEMM; other BLAS libraries keep the usual kernels.
@@ -120,6 +122,8 @@ class Linear(nn.Linear):
                 out = torch.bmm(blocks, input.as_strided((BLOCKS, features, 1), (0, 1, features)))
                 out = out.view(*input.shape[:-1], weight.shape[0])
                 return out if self.bias is None else out + self.bias
+        if onednn_trains(input, weight):
+            return trainable_linear(input, weight, self.bias)
         return linear(input, weight, self.bias)
 
     def _weight_blocks(self, weight: torch.Tensor) -> torch.Tensor | None:
