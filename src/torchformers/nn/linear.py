@@ -20,10 +20,14 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .onednn import onednn_trains, trainable_linear
+from .onednn import inference_linear, onednn_infers, onednn_trains, trainable_linear
 
 MAX_DECODE_ROWS = 16
 BLOCKS = 4
+# A batch's decode step (2 to MAX_DECODE_ROWS rows) goes to oneDNN where it is there: on AMD
+# processors MKL's float32 kernels take generic paths (see onednn.py). Prompts stay on MKL,
+# whose sums are the reference library's to the last bit. False: MKL's routes throughout.
+ONEDNN_SEVERAL_ROWS = True
 # The route is measured on MKL's batched GEMM; other BLAS libraries keep the usual kernels.
 _BATCHED_ROUTE = torch.backends.mkl.is_available()
 
@@ -54,6 +58,8 @@ def _as_columns(x: torch.Tensor, rows: int, features: int) -> torch.Tensor:
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """``F.linear(x, weight, bias)`` for a weight stored (out_features, in_features)."""
     rows = _decode_rows(x, weight)
+    if rows > 1 and ONEDNN_SEVERAL_ROWS and onednn_infers(x, weight):
+        return inference_linear(x, weight, bias)
     out_features, features = weight.shape
     main = out_features - out_features % BLOCKS
     if rows == 0 or main == 0:

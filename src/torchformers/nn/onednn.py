@@ -33,6 +33,24 @@ def onednn_trains(x: torch.Tensor, weight: torch.Tensor) -> bool:
     )
 
 
+def onednn_infers(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether ``x @ weight.T`` needs no backward and oneDNN can compute it (CPU float32, no autocast)."""
+    return (
+        _LINEAR is not None
+        and x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and weight.dtype == torch.float32
+        and weight.dim() == 2
+        and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
+        and not torch.is_autocast_enabled("cpu")
+    )
+
+
+def inference_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``F.linear(x, weight, bias)`` computed by oneDNN, where :func:`onednn_infers` holds."""
+    return _LINEAR(x, weight, bias, "none", [], "")
+
+
 def _product(rows: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """``rows @ weight.T`` for a 2-D ``rows`` and an (out, in) ``weight``, both contiguous."""
     return _LINEAR(rows, weight, None, "none", [], "")
