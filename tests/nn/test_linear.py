@@ -73,3 +73,17 @@ def test_linear_module_follows_weight_changes():
     with torch.no_grad():
         layer.weight.mul_(2)  # in place: the cached view sees it
     torch.testing.assert_close(layer(x), F.linear(x, layer.weight, layer.bias))
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="this PyTorch build has no oneDNN")
+@pytest.mark.parametrize("several_rows_to_onednn", [True, False])
+def test_a_batch_decode_step_goes_to_onednn_unless_switched_off(monkeypatch, several_rows_to_onednn):
+    import torchformers.nn.linear as linear_module
+
+    monkeypatch.setattr(linear_module, "ONEDNN_SEVERAL_ROWS", several_rows_to_onednn)
+    weight, x = torch.randn(96, 48), torch.randn(8, 1, 48)
+    with torch.profiler.profile() as prof:
+        out = linear(x, weight)
+    ran = {event.key for event in prof.key_averages()}
+    assert ("mkldnn::_linear_pointwise" in ran) == several_rows_to_onednn
+    torch.testing.assert_close(out, F.linear(x, weight), rtol=1e-5, atol=1e-5)
