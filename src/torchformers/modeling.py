@@ -401,7 +401,8 @@ class PreTrainedModel(nn.Module):
         loads quantized without it.
         ``gguf_file`` names a GGUF file in the directory or repository (a path to a ``.gguf``
         file works on its own too): config and weights come from it, dequantized to float32 by
-        default, as in the reference library.
+        default, as in the reference library. ``dequantize=False`` (torchformers only) keeps the
+        linear layers stored as Q8_0, Q4_0 or Q4_1 quantized, as int8 or int4 layers.
         """
         if kwargs.pop("trust_remote_code", False):
             raise RemoteCodeError(REMOTE_CODE_MESSAGE)
@@ -423,6 +424,7 @@ class PreTrainedModel(nn.Module):
         variant = kwargs.pop("variant", None)
         generation_config = kwargs.pop("generation_config", None)
         quantization_config = kwargs.pop("quantization_config", None)
+        dequantize = kwargs.pop("dequantize", None)
         # Accepted for compatibility: loading is always low-memory here, as it is in the reference.
         kwargs.pop("low_cpu_mem_usage", None)
         kwargs.pop("_from_auto", None)
@@ -447,7 +449,8 @@ class PreTrainedModel(nn.Module):
 
         from .quantization.quantizer import plan_quantized_load  # imported only where used
 
-        quantization = plan_quantized_load(config, quantization_config, str(pretrained_model_name_or_path))
+        quantization = plan_quantized_load(config, quantization_config, str(pretrained_model_name_or_path),
+                                           checkpoint, dequantize)
         with torch.device("meta"), no_init_weights():
             model = cls(config)
         if quantization is not None:

@@ -33,19 +33,31 @@ class WeightOnlyConfig:
         modules_to_not_convert: layers kept in floating point, by name or dotted suffix
             (``"lm_head"``). ``None`` keeps the output embedding and task heads unquantized
             (as the reference's quantizers do); ``[]`` quantizes every linear layer.
+        bits_by_module: layers quantized with other bits than ``bits``, ``{name or dotted
+            suffix: 8 or 4}`` (a GGUF file loaded with ``dequantize=False`` may keep its output
+            layer in int8 and the rest in int4). They share ``group_size``.
     """
 
     bits: int = 8
     group_size: int | None = None
     modules_to_not_convert: list[str] | None = field(default=None)
+    bits_by_module: dict[str, int] | None = field(default=None)
 
     def __post_init__(self) -> None:
         if self.bits not in (4, 8):
             raise ConfigError(f"WeightOnlyConfig: bits must be 8 or 4, got {self.bits!r}.")
+        if self.bits_by_module is not None:
+            if not isinstance(self.bits_by_module, dict) or not all(
+                isinstance(name, str) and bits in (4, 8) for name, bits in self.bits_by_module.items()
+            ):
+                raise ConfigError("WeightOnlyConfig: bits_by_module must map module names to 8 or 4, got "
+                                  f"{self.bits_by_module!r}.")
+            self.bits_by_module = dict(self.bits_by_module)
         if self.group_size is not None:
             if not isinstance(self.group_size, int) or isinstance(self.group_size, bool) or self.group_size <= 0:
                 raise ConfigError(f"WeightOnlyConfig: group_size must be a positive integer, got {self.group_size!r}.")
-            if self.bits == 4 and self.group_size not in INT4_GROUP_SIZES:
+            uses_int4 = self.bits == 4 or 4 in (self.bits_by_module or {}).values()
+            if uses_int4 and self.group_size not in INT4_GROUP_SIZES:
                 raise ConfigError(
                     f"WeightOnlyConfig: int4 group_size must be one of {list(INT4_GROUP_SIZES)}, got {self.group_size}."
                 )
@@ -62,8 +74,18 @@ class WeightOnlyConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """The dict ``config.json`` stores under ``quantization_config``."""
-        return {"quant_method": QUANT_METHOD, "bits": self.bits, "group_size": self.group_size,
-                "modules_to_not_convert": self.modules_to_not_convert}
+        values = {"quant_method": QUANT_METHOD, "bits": self.bits, "group_size": self.group_size,
+                  "modules_to_not_convert": self.modules_to_not_convert}
+        if self.bits_by_module:
+            values["bits_by_module"] = self.bits_by_module
+        return values
+
+    def bits_for(self, name: str) -> int:
+        """The bits of layer ``name``."""
+        for entry, bits in (self.bits_by_module or {}).items():
+            if name == entry or name.endswith("." + entry):
+                return bits
+        return self.bits
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> WeightOnlyConfig:
@@ -75,11 +97,11 @@ class WeightOnlyConfig:
                 f"format only (quant_method {QUANT_METHOD!r}). Load the full-precision checkpoint and pass "
                 "quantization_config=WeightOnlyConfig(bits=8) or bits=4 (torchformers.quantization) instead."
             )
-        unknown = sorted(set(values) - {"bits", "group_size", "modules_to_not_convert"})
+        unknown = sorted(set(values) - {"bits", "group_size", "modules_to_not_convert", "bits_by_module"})
         if unknown:
             raise ConfigError(
                 f"quantization_config has keys {unknown} that WeightOnlyConfig does not know; it takes bits, "
-                "group_size and modules_to_not_convert."
+                "group_size, modules_to_not_convert and bits_by_module."
             )
         return cls(**values)
 

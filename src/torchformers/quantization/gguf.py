@@ -1,4 +1,5 @@
-"""Dequantizing GGUF tensors: their stored blocks to float32, with vectorized torch operations.
+"""GGUF tensors' blocks: dequantized to float32 with vectorized torch operations, or (Q8_0, Q4_0,
+Q4_1) turned into the codes and scales of an int8 or int4 layer (:func:`linear_layout_tensors`).
 
 The byte layout of each type's block is in ``ggml_blocks.py``; here each type's unpacker
 turns a block's fields into integer codes, scales and offsets, and :func:`dequantize`
@@ -14,6 +15,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from .ggml_blocks import BLOCK_LAYOUTS, FIELD_KINDS, FLOAT_TYPES, BlockLayout
+from .linear import pack_nibbles
 
 
 def split_fields(layout: BlockLayout, blocks: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -172,3 +174,48 @@ def dequantize(raw: torch.Tensor, type_id: int, shape: Sequence[int]) -> torch.T
         if offset is not None:
             target.sub_(offset)
     return out.view(tuple(shape))
+
+
+# -- keeping blocks quantized -----------------------------------------------------------------
+# GGUF types whose blocks are the codes and scales of a weight-only layer in groups of 32:
+# {type name: (bits, lowest code as the unpacker gives it)}.
+LINEAR_LAYOUT_TYPES: dict[str, tuple[int, int]] = {"Q8_0": (8, -128), "Q4_0": (4, -8), "Q4_1": (4, 0)}
+LINEAR_LAYOUT_GROUP_SIZE = 32
+
+
+def linear_layout_bits(type_id: int) -> int | None:
+    """8 or 4 for a type whose blocks load as an int8 or int4 layer's codes, None for the others."""
+    layout = BLOCK_LAYOUTS.get(type_id)
+    kept = LINEAR_LAYOUT_TYPES.get(layout.ggml_type.name) if layout is not None else None
+    return kept[0] if kept else None
+
+
+def linear_layout_tensors(raw: torch.Tensor, type_id: int) -> dict[str, torch.Tensor]:
+    """A Q8_0, Q4_0 or Q4_1 weight's stored bytes (one row per output feature) as the checkpoint
+    tensors of an ``Int8Linear`` or ``Int4Linear`` with groups of 32 (see ``linear.py``).
+
+    The codes are the file's codes. Scales (and int4 zero points) are bfloat16, the dtype the
+    kernels read, so a half-float ``d`` loses its 3 lowest mantissa bits: scale and zero point
+    are rounded to the nearest bfloat16 (a relative error of at most 2**-8), which moves a
+    weight by at most 2**-8 * (8 * d + |zero|) in int4 (zero is ``m + 8 * d`` for Q4_1, 0 for
+    Q4_0) and 2**-8 * |code| * d in int8. Where bfloat16 holds ``d`` and the zero point
+    exactly, the weights are exactly the file's.
+    """
+    layout = BLOCK_LAYOUTS[type_id]
+    bits, lowest = LINEAR_LAYOUT_TYPES[layout.ggml_type.name]
+    rows = raw.shape[0]
+    codes, scale, offset = UNPACKERS[type_id](split_fields(layout, raw.reshape(-1, layout.ggml_type.block_bytes)))
+    scale = scale.view(rows, -1)
+    tensors = {"weight_scale": scale.to(torch.bfloat16)}
+    if bits == 8:
+        tensors["weight"] = codes.reshape(rows, -1)
+        return tensors
+    # The int4 layer reads (code - 8) * scale + zero with codes in [0, 15]: shift the file's codes
+    # there and move what the shift and the file's offset add into the zero point.
+    stored_codes = (codes.reshape(rows, -1).to(torch.int16) - lowest).to(torch.uint8)
+    zero = (lowest + 8) * scale
+    if offset is not None:
+        zero = zero - offset.view(rows, -1)
+    tensors["weight"] = pack_nibbles(stored_codes)
+    tensors["weight_zero"] = zero.to(torch.bfloat16)
+    return tensors

@@ -11,10 +11,11 @@ A weight row is cut into groups of ``group_size`` input features and each group 
 
 Products run on PyTorch's kernels where one fits: ``_weight_int8pack_mm`` (per-channel int8,
 CPU), ``_weight_int4pack_mm_for_cpu`` and ``_weight_int4pack_mm`` (int4 on the CPU and on
-CUDA GPUs from compute capability 8.0). They are fast with bfloat16 activations only (their
-float32 paths are scalar loops), so the input is cast to bfloat16 and the output back to the
-input's dtype. Elsewhere (another device, a shape a kernel refuses, grouped int8) the layer
-dequantizes the weight and calls ``F.linear``.
+CUDA GPUs from compute capability 8.0); grouped int8 (group sizes the int4 kernels take) runs
+on the int4 kernels as two planes of nibbles (see :class:`Int8Linear`). They are fast with
+bfloat16 activations only (their float32 paths are scalar loops), so the input is cast to
+bfloat16 and the output back to the input's dtype. Elsewhere (another device, a shape a kernel
+refuses) the layer dequantizes the weight and calls ``F.linear``.
 
 Checkpoints hold a portable layout, the same on every machine (the state dict):
 
@@ -24,9 +25,10 @@ Checkpoints hold a portable layout, the same on every machine (the state dict):
 - ``weight_scale`` and, for int4, ``weight_zero``: bfloat16 (out, in / group_size);
 - ``bias`` when the layer has one, in the model's dtype.
 
-In memory, int4 codes sit in the kernel's own layout, which depends on the machine (the
-CPU kernel tiles by its vector width) and is not documented; it is converted back to the
-portable one when a state dict is taken, the weight is dequantized or the layer moves.
+In memory, int4 codes (and grouped int8's planes) sit in the kernel's own layout, which depends
+on the machine (the CPU kernel tiles by its vector width) and is not documented; it is
+converted back to the portable one when a state dict is taken, the weight is dequantized or
+the layer moves.
 """
 
 from __future__ import annotations
@@ -132,9 +134,38 @@ def _inner_k_tiles(in_features: int) -> int:
     return next(tiles for tiles in (8, 4, 2) if in_features % (16 * tiles) == 0)
 
 
+# Rows converted to or from the CPU kernel's layout at a time (when its rows are independent),
+# bounding the int32 temporaries of large layers (an output layer over a big vocabulary).
+_LAYOUT_CHUNK = 1 << 22
+
+
+@functools.lru_cache(maxsize=16)
+def _independent_rows(in_features: int) -> int | None:
+    """Rows the CPU layout packs on their own: a multiple of 64 such that packing ``n * rows`` rows
+    equals stacking the packings of ``n`` blocks of ``rows``, or None where that does not hold.
+
+    The layout tiles the output features in blocks of 64 on this machine's build; rather than
+    rely on it, two blocks are packed together and apart and compared.
+    """
+    probe = torch.randint(0, 16, (128, in_features), dtype=torch.int32, generator=torch.Generator().manual_seed(0))
+    together = torch.ops.aten._convert_weight_to_int4pack_for_cpu(probe, 1)
+    apart = [torch.ops.aten._convert_weight_to_int4pack_for_cpu(half, 1) for half in probe.split(64)]
+    if together.shape[0] != 128 or not torch.equal(together, torch.cat(apart)):
+        return None
+    return max(64, _LAYOUT_CHUNK // in_features // 64 * 64)
+
+
+def _row_blocks(kernel: str | None, rows: int, in_features: int) -> int:
+    """How many rows to convert at a time between the codes and ``kernel``'s layout."""
+    block = _independent_rows(in_features) if kernel == "cpu" and rows > 64 else None
+    return block or rows
+
+
 def _to_kernel_layout(kernel: str | None, codes: torch.Tensor) -> torch.Tensor:
     if kernel == "cpu":
-        return torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes.to(torch.int32), 1)
+        block = _row_blocks(kernel, codes.shape[0], codes.shape[1])
+        return torch.cat([torch.ops.aten._convert_weight_to_int4pack_for_cpu(part.to(torch.int32), 1)
+                          for part in codes.split(block)])
     if kernel == "cuda":
         return torch.ops.aten._convert_weight_to_int4pack(pack_nibbles(codes), _inner_k_tiles(codes.shape[1]))
     return pack_nibbles(codes)
@@ -174,10 +205,14 @@ def _kernel_nibble_sources(kernel: str, out_features: int, in_features: int, dev
 def _codes_from_layout(kernel: str | None, packed: torch.Tensor, out_features: int, in_features: int) -> torch.Tensor:
     if kernel is None:
         return unpack_nibbles(packed)
-    sources = _kernel_nibble_sources(kernel, out_features, in_features, packed.device)
-    codes = torch.empty(out_features * in_features, dtype=torch.uint8, device=packed.device)
-    codes[sources] = _nibbles_in_storage_order(packed)
-    return codes.reshape(out_features, in_features)
+    block = _row_blocks(kernel, out_features, in_features)
+    codes = torch.empty(out_features, in_features, dtype=torch.uint8, device=packed.device)
+    for start in range(0, out_features, block):
+        rows = min(block, out_features - start)
+        sources = _kernel_nibble_sources(kernel, rows, in_features, packed.device)
+        part = packed if rows == out_features else packed[start:start + rows]
+        codes[start:start + rows].view(-1)[sources] = _nibbles_in_storage_order(part)
+    return codes
 
 
 # -- layers -------------------------------------------------------------------------------------
@@ -256,9 +291,18 @@ class QuantizedLinear(nn.Module):
     def _dequantized_linear(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.dequantize(x.dtype))
 
-    def _kernel_call(self, x: torch.Tensor, kernel: Any, *args: Any) -> torch.Tensor:
-        """``kernel(x2d, *args)`` on bfloat16 rows, reshaped and cast back to ``x``'s shape and dtype."""
-        rows = _aligned(x.reshape(-1, self.in_features).to(KERNEL_DTYPE).contiguous())
+    def _kernel_call(self, x: torch.Tensor, kernel: Any, *args: Any, aligned: bool = False,
+                     twice: bool = False) -> torch.Tensor:
+        """``kernel(x2d, *args)`` on bfloat16 rows, reshaped and cast back to ``x``'s shape and dtype.
+
+        ``aligned`` copies rows that do not start on a 64-byte boundary (the int8 kernel needs
+        it); ``twice`` feeds each row twice, side by side (grouped int8's two planes).
+        """
+        rows = x.reshape(-1, self.in_features).to(KERNEL_DTYPE).contiguous()
+        if twice:
+            rows = torch.cat((rows, rows), dim=1)
+        elif aligned:
+            rows = _aligned(rows)
         return kernel(rows, *args).to(x.dtype).reshape(*x.shape[:-1], self.out_features)
 
     def merge_delta(self, delta: torch.Tensor) -> None:
@@ -341,7 +385,15 @@ class QuantizedLinear(nn.Module):
 
 class Int8Linear(QuantizedLinear):
     """A linear layer with int8 weights: one bfloat16 scale per output row (per channel), or per
-    group of ``group_size`` inputs."""
+    group of ``group_size`` inputs.
+
+    PyTorch's int8 kernel takes one scale per row only. Grouped int8 (GGUF ``Q8_0``) runs on the
+    int4 kernel instead, as two planes of nibbles that together hold each code exactly: with
+    ``code = 16 * high + low`` (``high`` in [-8, 7], ``low`` in [0, 15]), the high plane has
+    scale ``16 * d`` and zero point 0, the low plane scale ``d`` and zero point ``8 * d``, and
+    the input is fed to both (twice the int4 work, the same bytes as the int8 codes). The
+    planes replace the codes in memory; the checkpoint layout is unchanged.
+    """
 
     bits = 8
 
@@ -349,6 +401,9 @@ class Int8Linear(QuantizedLinear):
                  device: torch.device | str | None = None) -> None:
         super().__init__(in_features, out_features, group_size, bias, device)
         groups = in_features // self.group_size
+        # None: plain codes, dequantized for each product; "int8": the per-channel kernel;
+        # "cpu" or "cuda": the two planes on that int4 kernel.
+        self.kernel: str | None = None
         self.register_buffer("weight", torch.zeros(out_features, in_features, dtype=torch.int8, device=device),
                              persistent=False)
         self.register_buffer("weight_scale", torch.ones(out_features, groups, dtype=SCALE_DTYPE, device=device),
@@ -370,23 +425,53 @@ class Int8Linear(QuantizedLinear):
                 "weight_scale": ((self.out_features, groups), SCALE_DTYPE)}
 
     def checkpoint_tensors(self) -> dict[str, torch.Tensor]:
-        return {"weight": self.weight, "weight_scale": self.weight_scale}
+        if self.kernel not in ("cpu", "cuda"):
+            return {"weight": self.weight, "weight_scale": self.weight_scale}
+        planes = _codes_from_layout(self.kernel, self.packed, self.out_features, 2 * self.in_features)
+        high, low = planes.to(torch.int16).split(self.in_features, dim=1)
+        codes = ((high - 8) * 16 + low).to(torch.int8)
+        groups = self.in_features // self.group_size
+        return {"weight": codes, "weight_scale": self.scale_and_zero[groups:, :, 0].t().contiguous()}
 
     def set_checkpoint_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
         self._set_codes(tensors["weight"], tensors["weight_scale"], None)
 
     def _set_codes(self, codes: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor | None) -> None:
-        self.weight = _aligned(codes.to(torch.int8).contiguous())
-        self.weight_scale = scale.to(device=codes.device, dtype=SCALE_DTYPE).contiguous()
+        codes = codes.to(torch.int8)
+        scale = scale.to(device=codes.device, dtype=SCALE_DTYPE)
+        self._buffers.clear()
+        self.kernel = None
+        if not codes.is_meta:
+            if codes.is_cpu and self.group_size == self.in_features and self.in_features % 16 == 0:
+                # The kernel reads past the end of rows whose length is not a multiple of 16 (it crashes).
+                self.kernel = "int8"
+            elif self.group_size != self.in_features:
+                self.kernel = _int4_kernel(codes.device, self.out_features, 2 * self.in_features, self.group_size)
+        if self.kernel in ("cpu", "cuda"):
+            codes16 = codes.to(torch.int16)
+            planes = torch.cat(((codes16 >> 4) + 8, codes16 & 15), dim=1).to(torch.uint8)
+            self.register_buffer("packed", _to_kernel_layout(self.kernel, planes), persistent=False)
+            scale_and_zero = torch.cat((torch.stack((scale * 16, torch.zeros_like(scale)), dim=-1),
+                                        torch.stack((scale, scale * 8), dim=-1)), dim=1)
+            self.register_buffer("scale_and_zero", scale_and_zero.transpose(0, 1).contiguous(), persistent=False)
+        else:
+            self.register_buffer("weight", _aligned(codes.contiguous()), persistent=False)
+            self.register_buffer("weight_scale", scale.contiguous(), persistent=False)
 
     def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        return dequantize_weight(self.weight, self.weight_scale, None, dtype)
+        tensors = self.checkpoint_tensors()
+        return dequantize_weight(tensors["weight"], tensors["weight_scale"], None, dtype)
 
     def _matmul(self, x: torch.Tensor) -> torch.Tensor:
-        # The CPU kernel takes one scale per row, and reads past the end of rows whose length is
-        # not a multiple of 16 (it crashes), so those take the dequantizing route.
-        if x.is_cpu and self.group_size == self.in_features and self.in_features % 16 == 0:
-            return self._kernel_call(x, torch.ops.aten._weight_int8pack_mm, self.weight, self.weight_scale.view(-1))
+        if self.kernel == "int8" and x.is_cpu:
+            return self._kernel_call(x, torch._weight_int8pack_mm, self.weight, self.weight_scale.view(-1),
+                                     aligned=True)
+        if self.kernel == "cpu" and x.is_cpu:
+            return self._kernel_call(x, torch._weight_int4pack_mm_for_cpu, self.packed, self.group_size,
+                                     self.scale_and_zero, twice=True)
+        if self.kernel == "cuda" and x.is_cuda:
+            return self._kernel_call(x, torch._weight_int4pack_mm, self.packed, self.group_size, self.scale_and_zero,
+                                     twice=True)
         return self._dequantized_linear(x)
 
 
@@ -450,11 +535,10 @@ class Int4Linear(QuantizedLinear):
 
     def _matmul(self, x: torch.Tensor) -> torch.Tensor:
         if self.kernel == "cpu" and x.is_cpu:
-            return self._kernel_call(x, torch.ops.aten._weight_int4pack_mm_for_cpu, self.packed, self.group_size,
+            return self._kernel_call(x, torch._weight_int4pack_mm_for_cpu, self.packed, self.group_size,
                                      self.scale_and_zero)
         if self.kernel == "cuda" and x.is_cuda:
-            return self._kernel_call(x, torch.ops.aten._weight_int4pack_mm, self.packed, self.group_size,
-                                     self.scale_and_zero)
+            return self._kernel_call(x, torch._weight_int4pack_mm, self.packed, self.group_size, self.scale_and_zero)
         return self._dequantized_linear(x)
 
 

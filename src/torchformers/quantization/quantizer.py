@@ -14,9 +14,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import ConfigError, UnsupportedArgumentError
+from ..errors import ConfigError, UnsupportedArgumentError, describe_path
 from ..models.gpt2 import Conv1D
+from ..weights.gguf_checkpoint import GGUFCheckpoint
 from .config import WeightOnlyConfig, as_weight_only_config
+from .gguf import LINEAR_LAYOUT_GROUP_SIZE, LINEAR_LAYOUT_TYPES
 from .linear import QUANTIZED_LINEAR_CLASSES, QuantizedLinear, check_group_size, quantized_linear
 
 
@@ -29,14 +31,18 @@ def linear_weight(module: nn.Module) -> torch.Tensor | None:
     return None
 
 
+def output_layer_name(model: nn.Module) -> str | None:
+    """The name of the model's output embedding (``"lm_head"``), None for a model without one."""
+    get_output = getattr(model, "get_output_embeddings", None)
+    output = get_output() if callable(get_output) else None
+    return next((name for name, module in model.named_modules() if module is output), None) if output is not None else None
+
+
 def default_modules_to_not_convert(model: nn.Module) -> list[str]:
     """The output embedding and the task heads: layers the reference's quantizers leave in floating point."""
     names = list(getattr(model, "_new_head_prefixes", ()))
-    get_output = getattr(model, "get_output_embeddings", None)
-    output = get_output() if callable(get_output) else None
-    if output is not None:
-        names += [name for name, module in model.named_modules() if module is output and name not in names]
-    return names
+    output_name = output_layer_name(model)
+    return names + [output_name] if output_name is not None and output_name not in names else names
 
 
 def _is_listed(name: str, entries: list[str]) -> bool:
@@ -60,17 +66,18 @@ def _layers_to_quantize(model: nn.Module, config: WeightOnlyConfig) -> tuple[Wei
             f"(modules_to_not_convert={config.modules_to_not_convert})."
         )
     in_sizes = {name: linear_weight(module).shape[1] for name, module in layers}
-    if config.bits == 4 and config.group_size is None:
-        fitting = [size for size in (128, 64, 32) if all(size_in % size == 0 for size_in in in_sizes.values())]
+    int4_sizes = [size_in for name, size_in in in_sizes.items() if config.bits_for(name) == 4]
+    if int4_sizes and config.group_size is None:
+        fitting = [size for size in (128, 64, 32) if all(size_in % size == 0 for size_in in int4_sizes)]
         if not fitting:
             raise ConfigError(
                 "quantize(): no int4 group size of 128, 64 or 32 divides the input features of every layer "
-                f"({sorted(set(in_sizes.values()))}); use bits=8 or list the odd layers in modules_to_not_convert."
+                f"({sorted(set(int4_sizes))}); use bits=8 or list the odd layers in modules_to_not_convert."
             )
         config = replace(config, group_size=fitting[0])
     for name, size_in in in_sizes.items():
         check_group_size(name, size_in, config.group_size or size_in)
-        if config.bits == 4 and size_in % 2:
+        if config.bits_for(name) == 4 and size_in % 2:
             raise ConfigError(f"{name} has an odd number of input features ({size_in}); int4 needs an even one.")
     return config, layers
 
@@ -94,7 +101,7 @@ def quantize(model: nn.Module, config: WeightOnlyConfig | dict[str, Any]) -> nn.
     config, layers = _layers_to_quantize(model, as_weight_only_config(config))
     _untie_quantized(model, {name for name, _ in layers})
     for name, layer in layers:
-        model.set_submodule(name, quantized_linear(linear_weight(layer), layer.bias, config.bits,
+        model.set_submodule(name, quantized_linear(linear_weight(layer), layer.bias, config.bits_for(name),
                                                    config.group_size, name))
     if hasattr(model, "config"):
         model.config.quantization_config = config.to_dict()
@@ -105,9 +112,9 @@ def _replace_with_empty_quantized_layers(model: nn.Module, config: WeightOnlyCon
     """Swap linear layers of a model built on the meta device for quantized ones, to load a
     quantized checkpoint into."""
     config, layers = _layers_to_quantize(model, config)
-    layer_class = QUANTIZED_LINEAR_CLASSES[config.bits]
     for name, layer in layers:
         out_features, in_features = linear_weight(layer).shape
+        layer_class = QUANTIZED_LINEAR_CLASSES[config.bits_for(name)]
         model.set_submodule(name, layer_class(in_features, out_features, config.group_size,
                                               bias=layer.bias is not None, device="meta"))
 
@@ -131,13 +138,77 @@ class QuantizedLoad:
             quantize(model, self.config)
 
 
-def plan_quantized_load(model_config: Any, requested: Any, source: str) -> QuantizedLoad | None:
+class GGUFQuantizedLoad:
+    """``from_pretrained(..., gguf_file=..., dequantize=False)``: the linear layers a GGUF file stores
+    as Q8_0, Q4_0 or Q4_1 become int8 or int4 layers (groups of 32) holding the file's codes; other
+    tensors (norms, the input embedding, matrices of other types) load dequantized as usual.
+
+    An output layer tied to the embedding (llama.cpp then writes no ``output.weight``) is built
+    from the embedding's blocks, so the largest product of a decode step stays quantized; the
+    embedding itself is dequantized for the lookup and the two are no longer tied.
+    """
+
+    def __init__(self, checkpoint: GGUFCheckpoint) -> None:
+        self.checkpoint = checkpoint
+        self.config: WeightOnlyConfig | None = None
+
+    def before_loading(self, model: nn.Module) -> None:
+        sources = self.checkpoint.quantized_weights()
+        output_name = output_layer_name(model)
+        tied_module = model.tied_weight_keys().get(f"{output_name}.weight", "").rpartition(".")[0]
+        if output_name is not None and output_name not in sources and tied_module in sources:
+            sources[output_name] = sources[tied_module]
+        linear_names = [name for name, module in model.named_modules() if linear_weight(module) is not None]
+        kept = {name: sources[name] for name in linear_names if name in sources}
+        if not kept:
+            types = sorted({info.type_name for info in self.checkpoint.gguf.tensors.values() if len(info.shape) == 2})
+            raise UnsupportedArgumentError(
+                f"{describe_path(self.checkpoint.files[0])} stores its matrices as {types}; dequantize=False keeps "
+                f"{sorted(LINEAR_LAYOUT_TYPES)} blocks only. Load it with dequantize=True (the default)."
+            )
+        bits = [layer_bits for _, layer_bits in kept.values()]
+        majority = max(set(bits), key=bits.count)
+        self.config = WeightOnlyConfig(
+            bits=majority, group_size=LINEAR_LAYOUT_GROUP_SIZE,
+            modules_to_not_convert=[name for name in linear_names if name not in kept],
+            bits_by_module={name: layer_bits for name, (_, layer_bits) in kept.items() if layer_bits != majority},
+        )
+        _untie_quantized(model, set(kept))
+        for name in kept:
+            layer = model.get_submodule(name)
+            out_features, in_features = linear_weight(layer).shape
+            layer_class = QUANTIZED_LINEAR_CLASSES[self.config.bits_for(name)]
+            model.set_submodule(name, layer_class(in_features, out_features, LINEAR_LAYOUT_GROUP_SIZE,
+                                                  bias=layer.bias is not None, device="meta"))
+        self.checkpoint.kept_quantized = {name: tensor for name, (tensor, _) in kept.items()}
+
+    def after_loading(self, model: nn.Module) -> None:
+        model.config.quantization_config = self.config.to_dict()
+
+
+def plan_quantized_load(model_config: Any, requested: Any, source: str, checkpoint: Any = None,
+                        dequantize: bool | None = None) -> QuantizedLoad | GGUFQuantizedLoad | None:
     """How to load ``source`` given its config's ``quantization_config`` and the one passed to
-    ``from_pretrained`` (None when neither asks for quantization).
+    ``from_pretrained`` (None when neither asks for quantization), or, for a GGUF checkpoint with
+    ``dequantize=False``, keeping its blocks quantized.
 
     A checkpoint saved quantized loads as it was saved; asking for another quantization of it
     is refused, since its full-precision weights are gone.
     """
+    if dequantize not in (None, True, False):
+        raise UnsupportedArgumentError(f"from_pretrained(): dequantize must be True or False, got {dequantize!r}.")
+    if dequantize is not None and not isinstance(checkpoint, GGUFCheckpoint):
+        raise UnsupportedArgumentError(
+            f"from_pretrained(): dequantize applies to GGUF files (gguf_file=...), and {source} is not one."
+        )
+    if dequantize is False:
+        if requested is not None:
+            raise UnsupportedArgumentError(
+                "from_pretrained(): dequantize=False keeps the GGUF file's own quantization, so it takes no "
+                "quantization_config; to quantize the weights another way, pass quantization_config alone "
+                "(the file is dequantized, then quantized)."
+            )
+        return GGUFQuantizedLoad(checkpoint)
     stored = getattr(model_config, "quantization_config", None)
     if stored is None and requested is None:
         return None
@@ -149,6 +220,7 @@ def plan_quantized_load(model_config: Any, requested: Any, source: str) -> Quant
         wanted.bits != saved.bits
         or wanted.group_size not in (None, saved.group_size)
         or wanted.modules_to_not_convert not in (None, saved.modules_to_not_convert)
+        or wanted.bits_by_module not in (None, saved.bits_by_module)
     ):
         raise ConfigError(
             f"{source} is already quantized ({saved.to_dict()}), but quantization_config asks for "

@@ -1,4 +1,5 @@
-"""A GGUF file as a Llama-family checkpoint: its tensors under our names, dequantized to float32.
+"""A GGUF file as a Llama-family checkpoint: its tensors under our names, dequantized to float32,
+or, for linear layers whose blocks an int8 or int4 layer can hold, kept quantized.
 
 llama.cpp's converter reorders the rows of q and k in ``llama`` files (each head's two
 rotary halves interleaved); they are put back here, exactly as the reference library does.
@@ -14,8 +15,9 @@ from typing import Any
 
 import torch
 
+from ..quantization.gguf import linear_layout_bits, linear_layout_tensors
 from .checkpoint import Checkpoint
-from .gguf import GGUFFile, open_gguf, state_dict_key
+from .gguf import GGUFFile, GGUFTensorInfo, open_gguf, state_dict_key
 
 
 def unpermute_rows(gguf_name: str, architecture: str, config: Any, rows: int) -> torch.Tensor | None:
@@ -37,9 +39,16 @@ def unpermute_rows(gguf_name: str, architecture: str, config: Any, rows: int) ->
 
 @dataclass
 class GGUFCheckpoint(Checkpoint):
-    """The checkpoint ``from_pretrained`` loads when it is given a GGUF file (``files`` holds its path)."""
+    """The checkpoint ``from_pretrained`` loads when it is given a GGUF file (``files`` holds its path).
+
+    ``kept_quantized`` ({module name: GGUF tensor name}) lists the linear layers whose weights
+    are given as an int8 or int4 layer's tensors (``weight``, ``weight_scale`` and, for int4,
+    ``weight_zero``) instead of a float ``weight``; the loader sets it once it has built those
+    layers. A tensor may serve a second module: a tied output layer reads the embedding's blocks.
+    """
 
     config: Any = None
+    kept_quantized: dict[str, str] = field(default_factory=dict)
     gguf: GGUFFile = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -49,16 +58,39 @@ class GGUFCheckpoint(Checkpoint):
             if state_dict_key(name) is not None:
                 self.gguf.check_supported(info)
 
+    def quantized_weights(self) -> dict[str, tuple[str, int]]:
+        """{module name: (GGUF tensor name, 8 or 4)} for the matrices stored as Q8_0, Q4_0 or Q4_1,
+        the types whose blocks an int8 or int4 layer holds as they are."""
+        found = {}
+        for name, info in self.gguf.tensors.items():
+            key = state_dict_key(name)
+            bits = linear_layout_bits(info.type_id)
+            if key is not None and key.endswith(".weight") and len(info.shape) == 2 and bits is not None:
+                found[key.rpartition(".")[0]] = (name, bits)
+        return found
+
     def tensors(self) -> Iterator[tuple[str, torch.Tensor, str]]:
-        architecture = self.gguf.architecture
+        path = self.files[0]
         for name, info in self.gguf.tensors.items():
             key = state_dict_key(name)
             if key is None:
                 # Not ours (llama.cpp's rope_freqs, say): reported as unexpected, under its own name.
-                yield name, torch.empty(0), self.files[0]
+                yield name, torch.empty(0), path
                 continue
-            rows = unpermute_rows(name, architecture, self.config, info.shape[0])
-            yield key, self.gguf.tensor(name, rows), self.files[0]
+            if self.kept_quantized.get(key.rpartition(".")[0]) == name:
+                continue  # yielded below, as codes and scales
+            yield key, self.gguf.tensor(name, self._row_order(info)), path
+        for module, name in self.kept_quantized.items():
+            info = self.gguf.tensors[name]
+            raw = self.gguf.raw(name)
+            rows = self._row_order(info)
+            if rows is not None:
+                raw = raw[rows]
+            for suffix, tensor in linear_layout_tensors(raw, info.type_id).items():
+                yield f"{module}.{suffix}", tensor, path
+
+    def _row_order(self, info: GGUFTensorInfo) -> torch.Tensor | None:
+        return unpermute_rows(info.name, self.gguf.architecture, self.config, info.shape[0])
 
     def first_float_dtype(self) -> torch.dtype:
         # The reference dequantizes into float32 whatever the file stores, so "auto" means float32.
