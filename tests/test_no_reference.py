@@ -150,3 +150,38 @@ def test_pipelines_work_without_the_reference(tmp_path, minilm_dir):
     result = run_python(code, tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+def test_training_adapters_and_quantization_work_without_the_reference_or_peft(tmp_path):
+    block_both = BLOCK_REFERENCE.replace(
+        'name == "transformers" or name.startswith("transformers.")',
+        'name.split(".")[0] in ("transformers", "peft")',
+    )
+    code = block_both + textwrap.dedent(
+        """
+        import sys
+        import torch
+        from torchformers import LlamaConfig, LlamaForCausalLM, Trainer, TrainingArguments
+        from torchformers.peft import LoraConfig, get_peft_model
+        from torchformers.quantization import WeightOnlyConfig, quantize
+
+        torch.manual_seed(0)
+        config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                             num_attention_heads=4, num_key_value_heads=2)
+        model = get_peft_model(LlamaForCausalLM.from_config(config),
+                               LoraConfig(r=4, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
+        rows = [{"input_ids": torch.arange(i, i + 8) % 64, "labels": torch.arange(i, i + 8) % 64} for i in range(8)]
+        args = TrainingArguments(output_dir="out", max_steps=2, per_device_train_batch_size=4, report_to="none",
+                                 disable_tqdm=True, save_strategy="no", learning_rate=1e-2)
+        result = Trainer(model, args, train_dataset=rows).train()
+        model.save_pretrained("adapter")
+        quantized = quantize(LlamaForCausalLM.from_config(config).eval(), WeightOnlyConfig(bits=4, group_size=32))
+        tokens = quantized.generate(torch.tensor([[1, 2, 3]]), max_new_tokens=3, do_sample=False)
+        assert result.global_step == 2 and tokens.shape == (1, 6)
+        assert not any(m.split(".")[0] in ("transformers", "peft") for m in sys.modules)
+        print("ok")
+        """
+    )
+    result = run_python(code, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "ok"
