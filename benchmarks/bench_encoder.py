@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from bench_common import add_models_dir_argument, add_threads_and_json_arguments
 
 MODEL_NAME = "bert-110m"
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -47,10 +48,6 @@ torch.manual_seed(0)
 BertModel(BertConfig(**config_kwargs)).eval().save_pretrained(out)
 """
 
-
-def default_models_dir() -> Path:
-    env = os.environ.get("TORCHFORMERS_BENCH_DIR")
-    return Path(env) if env else Path.home() / ".cache" / "torchformers" / "bench-models"
 
 
 def bert_config_kwargs() -> tuple[dict[str, Any], str]:
@@ -176,13 +173,10 @@ def format_table(results: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models-dir", type=Path, default=default_models_dir(),
-                        help="where the benchmark checkpoint is built and cached "
-                             "(default: $TORCHFORMERS_BENCH_DIR or ~/.cache/torchformers/bench-models)")
+    add_models_dir_argument(parser)
     parser.add_argument("--reps", type=int, default=5, help="timed passes per run (default 5)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed passes per run first (default 1)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    parser.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
+    add_threads_and_json_arguments(parser, "torch threads (default: torch's choice)")
     args = parser.parse_args(argv)
     if args.reps < 1:
         parser.error("--reps must be at least 1")

@@ -29,6 +29,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from bench_common import add_models_dir_argument, add_threads_and_json_arguments
+
 LIBRARIES = ("torchformers", "transformers")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MAKE_MODELS = REPO_ROOT.parent / "shared" / "reference" / "make_models.py"
@@ -98,10 +100,6 @@ if "gpt2-124m" in names:
     GPT2LMHeadModel(GPT2Config()).eval().save_pretrained(f"{out_dir}/gpt2-124m")
 """
 
-
-def default_models_dir() -> Path:
-    env = os.environ.get("TORCHFORMERS_BENCH_DIR")
-    return Path(env) if env else Path.home() / ".cache" / "torchformers" / "bench-models"
 
 
 def llama_config_kwargs() -> dict[str, Any]:
@@ -236,12 +234,9 @@ def format_table(results: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models-dir", type=Path, default=default_models_dir(),
-                        help="where the checkpoints are built and cached "
-                             "(default: $TORCHFORMERS_BENCH_DIR or ~/.cache/torchformers/bench-models)")
+    add_models_dir_argument(parser)
     parser.add_argument("--reps", type=int, default=3, help="timed child processes per library and model (default 3)")
-    parser.add_argument("--threads", type=int, default=None, help="OMP/MKL threads in the children (default: torch's)")
-    parser.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
+    add_threads_and_json_arguments(parser, "OMP/MKL threads in the children (default: torch's)")
     args = parser.parse_args(argv)
     if args.reps < 1:
         parser.error("--reps must be at least 1")

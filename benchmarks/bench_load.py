@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from bench_common import add_models_dir_argument, add_threads_and_json_arguments
 
 LIBRARIES = ("torchformers", "transformers")
 MODEL_NAME = "llama-135m"
@@ -90,10 +91,6 @@ torch.manual_seed(0)
 LlamaForCausalLM(LlamaConfig(**config_kwargs)).eval().save_pretrained(out)
 """
 
-
-def default_models_dir() -> Path:
-    env = os.environ.get("TORCHFORMERS_BENCH_DIR")
-    return Path(env) if env else Path.home() / ".cache" / "torchformers" / "bench-models"
 
 
 def llama_config_kwargs() -> tuple[dict[str, Any], str]:
@@ -228,16 +225,12 @@ def format_table(results: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models-dir", type=Path, default=default_models_dir(),
-                        help="where the benchmark checkpoint is built and cached "
-                             "(default: $TORCHFORMERS_BENCH_DIR or ~/.cache/torchformers/bench-models)")
+    add_models_dir_argument(parser)
     parser.add_argument("--reps", type=int, default=5, help="timed processes per library (default 5)")
     parser.add_argument("--warmup", type=int, default=1,
                         help="untimed rounds first, to warm the OS file cache (default 1)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="OMP/MKL threads in the children (default: torch's choice); 1 steadies "
+    add_threads_and_json_arguments(parser, "OMP/MKL threads in the children (default: torch's choice); 1 steadies "
                              "the figures on a busy machine")
-    parser.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
     args = parser.parse_args(argv)
     if args.reps < 1:
         parser.error("--reps must be at least 1")

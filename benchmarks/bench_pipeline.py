@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from bench_common import add_models_dir_argument, add_threads_and_json_arguments
 
 BATCH_SIZE = 32
 GOAL = 1.2
@@ -56,10 +57,6 @@ WORDS = ("the movie film plot actors acting was were is a an and but so very rea
          "scenes ending director cast performance visuals I we they it this that with without too much little "
          "loved hated enjoyed watched again worth time money recommend nobody everyone").split()
 
-
-def default_models_dir() -> Path:
-    env = os.environ.get("TORCHFORMERS_BENCH_DIR")
-    return Path(env) if env else Path.home() / ".cache" / "torchformers" / "bench-models"
 
 
 def ensure_model(models_dir: Path) -> Path:
@@ -154,13 +151,10 @@ def format_table(results: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models-dir", type=Path, default=default_models_dir(),
-                        help="where the checkpoint is built and cached "
-                             "(default: $TORCHFORMERS_BENCH_DIR or ~/.cache/torchformers/bench-models)")
+    add_models_dir_argument(parser)
     parser.add_argument("--sentences", type=int, default=2000, help="sentences per run (default 2000)")
     parser.add_argument("--reps", type=int, default=3, help="timed runs per library (default 3)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    parser.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
+    add_threads_and_json_arguments(parser, "torch threads (default: torch's choice)")
     args = parser.parse_args(argv)
     if args.reps < 1 or args.sentences < 1:
         parser.error("--reps and --sentences must be at least 1")

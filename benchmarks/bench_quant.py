@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_generate import child_env, default_models_dir, ensure_models  # noqa: E402
+from bench_common import add_models_dir_argument, add_threads_and_json_arguments  # noqa: E402
+from bench_generate import child_env, ensure_models  # noqa: E402
 
 VARIANTS: dict[str, dict[str, Any] | None] = {
     "float32": None,
@@ -113,11 +114,9 @@ def format_table(results: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models-dir", type=Path, default=default_models_dir(),
-                        help="where the checkpoint is built and cached (as bench_generate.py)")
+    add_models_dir_argument(parser)
     parser.add_argument("--reps", type=int, default=3, help="timed child processes per variant (default 3)")
-    parser.add_argument("--threads", type=int, default=None, help="OMP/MKL threads in the children (default: torch's)")
-    parser.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
+    add_threads_and_json_arguments(parser, "OMP/MKL threads in the children (default: torch's)")
     args = parser.parse_args(argv)
     if args.reps < 1:
         parser.error("--reps must be at least 1")
