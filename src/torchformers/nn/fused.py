@@ -18,11 +18,10 @@ from torch import nn
 
 from ..errors import UnsupportedArgumentError
 from .mlp import get_activation
-from .onednn import onednn_trains, trainable_linear
+from .onednn import HAS_ONEDNN_LINEAR, onednn_trains, trainable_linear
 
 # Set to False to always use the ordinary path (to compare, or to rule the fused one out).
 ONEDNN_LINEAR = True
-_HAS_ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 # activation name in configs -> (oneDNN post-op, its algorithm)
 _ONEDNN_ACTIVATIONS = {
     "gelu": ("gelu", "none"),  # exact (erf) GELU
@@ -40,7 +39,7 @@ def _plain_linear(layer: nn.Module) -> bool:
 def _onednn_applies(x: torch.Tensor, layer: nn.Module) -> bool:
     return (
         ONEDNN_LINEAR
-        and _HAS_ONEDNN
+        and HAS_ONEDNN_LINEAR
         and _plain_linear(layer)
         and x.device.type == "cpu"
         and x.dtype in (torch.float32, torch.bfloat16)

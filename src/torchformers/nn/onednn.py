@@ -16,34 +16,33 @@ import torch
 # Set to False to train with F.linear everywhere (to compare, or to rule this route out).
 ONEDNN_TRAINING = True
 _LINEAR = getattr(torch.ops.mkldnn, "_linear_pointwise", None) if torch.backends.mkldnn.is_available() else None
+HAS_ONEDNN_LINEAR = _LINEAR is not None
+
+
+def _float32_cpu_product(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """oneDNN is there and ``x @ weight.T`` is a plain CPU float32 product (autocast would change its dtype)."""
+    return (
+        HAS_ONEDNN_LINEAR
+        and x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and weight.dtype == torch.float32
+        and weight.dim() == 2
+        and not torch.is_autocast_enabled("cpu")
+    )
+
+
+def _needs_backward(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    return torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
 
 
 def onednn_trains(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """Whether ``x @ weight.T`` needs a backward and oneDNN should compute it (CPU float32, no autocast)."""
-    return (
-        ONEDNN_TRAINING
-        and _LINEAR is not None
-        and torch.is_grad_enabled()
-        and (x.requires_grad or weight.requires_grad)
-        and x.device.type == "cpu"
-        and x.dtype == torch.float32
-        and weight.dtype == torch.float32
-        and weight.dim() == 2
-        and not torch.is_autocast_enabled("cpu")
-    )
+    return ONEDNN_TRAINING and _needs_backward(x, weight) and _float32_cpu_product(x, weight)
 
 
 def onednn_infers(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """Whether ``x @ weight.T`` needs no backward and oneDNN can compute it (CPU float32, no autocast)."""
-    return (
-        _LINEAR is not None
-        and x.device.type == "cpu"
-        and x.dtype == torch.float32
-        and weight.dtype == torch.float32
-        and weight.dim() == 2
-        and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
-        and not torch.is_autocast_enabled("cpu")
-    )
+    return not _needs_backward(x, weight) and _float32_cpu_product(x, weight)
 
 
 def inference_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
