@@ -7,6 +7,11 @@ import pytest
 import torch
 from _checkpoints import EOS, PAD, left_padded, prompt
 
+import torchformers.nn.linear as linear_module
+from torchformers.generation import search
+from torchformers.nn.onednn import CAN_PACK_WEIGHTS
+from torchformers.nn.onednn import pack_weight as pack
+
 FAMILIES = ["llama", "gpt2"]
 
 
@@ -57,6 +62,23 @@ def test_left_padded_batch_matches_reference(checkpoint, family):
     # Padding is honoured: a padded row continues as its unpadded prompt does alone.
     alone, _ = generate_both(checkpoint, family, input_ids=ids[1:2, 3:], max_new_tokens=12, do_sample=False)
     assert torch.equal(ours[1, 7:], alone[0, 4:])
+
+
+@pytest.mark.skipif(not CAN_PACK_WEIGHTS, reason="this PyTorch build cannot pack oneDNN weights")
+@pytest.mark.parametrize("num_beams", [1, 3])
+@pytest.mark.parametrize("family", FAMILIES)
+def test_packed_weights_give_the_reference_tokens(checkpoint, family, num_beams, monkeypatch):
+    # Long batch generations switch to packed weights (PACK_AFTER_STEPS); here from the second step.
+    packed = []
+    monkeypatch.setattr(search, "PACK_AFTER_STEPS", 2)
+    monkeypatch.setattr(linear_module, "pack_weight", lambda weight, rows: packed.append(rows) or pack(weight, rows))
+    ids, mask = left_padded(prompt(batch=3, length=7, seed=1), (0, 3, 5))
+    ours, theirs = generate_both(checkpoint, family, input_ids=ids, attention_mask=mask, max_new_tokens=12,
+                                 do_sample=False, pad_token_id=PAD, num_beams=num_beams)
+    assert_same_tokens(ours, theirs)
+    assert packed and set(packed) == {3 * num_beams}
+    _, _, model = checkpoint(family)
+    assert not any("_packing" in module.__dict__ for module in model.modules())
 
 
 def test_finished_rows_are_padded_like_the_reference(checkpoint):

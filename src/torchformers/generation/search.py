@@ -18,17 +18,22 @@ the way out, so callers can use them freely, in place or with autograd.
 from __future__ import annotations
 
 import inspect
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch.nn import functional as F
 
+from ..nn.linear import packed_for_decoding
 from .logits import LogitsProcessorList
 from .stopping import MaxLengthCriteria, StoppingCriteriaList
 
 # A score low enough that a candidate can never be picked (the reference's constant).
 _NEVER = -1.0e9
+# A batch's decode steps use oneDNN-packed weights from this step on (see nn.linear.packed_for_decoding):
+# packing costs about 20 steps' saving, so short generations never pay for it. None: never pack.
+PACK_AFTER_STEPS: int | None = 24
 
 
 class ModelStepper:
@@ -37,7 +42,8 @@ class ModelStepper:
     ``attention_mask`` is the prompt's padding mask, or ``None`` when the prompt has no
     padding: then the model gets no mask at all and computes positions from the cache.
     With padding, a (batch, max_length) mask buffer (ones past the prompt) and the position
-    ids derived from it are built once and sliced at each step.
+    ids derived from it are built once and sliced at each step. Use it as a context manager:
+    what it sets up for long batch generations (packed weights) ends with the block.
     """
 
     def __init__(
@@ -68,6 +74,16 @@ class ModelStepper:
             self.extra["output_hidden_states"] = True
         self.takes_logits_to_keep = "logits_to_keep" in inspect.signature(model.forward).parameters
         self.last_outputs: Any = None
+        self.decode_steps = 0
+        self._resources: ExitStack | None = None  # set while used as a context manager
+
+    def __enter__(self) -> ModelStepper:
+        self._resources = ExitStack()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._resources.close()
+        self._resources = None
 
     def prefill(self, tokens: torch.Tensor, start: int, length: int) -> torch.Tensor:
         """Feed the prompt ``tokens[:, start:length]`` (the cache holds the first ``start``);
@@ -87,6 +103,9 @@ class ModelStepper:
         """Feed the newest token ``tokens[:, length - 1]``; returns the next token's logits (batch, vocab)."""
         if self.cache is None:
             return self.feed(tokens[:, :length], 0)[:, -1]
+        self.decode_steps += 1
+        if self.decode_steps == PACK_AFTER_STEPS and self._resources is not None:
+            self._resources.enter_context(packed_for_decoding(self.model, tokens.shape[0]))
         return self.feed(tokens[:, length - 1:length], length - 1)[:, -1]
 
     def feed(self, tokens: torch.Tensor, start: int, keep: int = 1) -> torch.Tensor:

@@ -184,36 +184,36 @@ class GenerationMixin:
         )
         criteria = _build_stopping_criteria(self, config, eos, tokenizer, stopping_criteria or ())
 
-        stepper = ModelStepper(
+        with ModelStepper(
             self, cache, attention_mask, config.max_length, prefill_chunk_size=config.prefill_chunk_size,
             output_attentions=config.output_attentions and config.return_dict_in_generate,
             output_hidden_states=config.output_hidden_states and config.return_dict_in_generate,
-        )
-        tokens = input_ids.new_empty(input_ids.shape[0], config.max_length)
-        tokens[:, :prompt_length] = input_ids
-        recorder = Recorder.for_config(config)
-        common = dict(prompt_length=prompt_length, start=start, max_length=config.max_length,
-                      processors=processors, criteria=criteria, recorder=recorder)
-        if mode in ("beam_search", "beam_sample"):
-            fill = (pad if pad else int(eos[0])) if eos is not None else -1  # the reference's choice
-            result = beam_search(
-                stepper, tokens, num_beams=config.num_beams, num_return_sequences=config.num_return_sequences,
-                length_penalty=config.length_penalty, early_stopping=config.early_stopping,
-                do_sample=config.do_sample, eos_count=0 if eos is None else len(eos), fill_value=fill, **common,
-            )
-        elif mode == "assisted_generation":
-            drafter = _make_drafter(self, config, assistant_model, processors, eos)
-            result = assisted_decoding(stepper, tokens, drafter=drafter, eos_token_ids=eos, streamer=streamer,
-                                       **common)
-        else:
-            finishing = any(hasattr(criterion, "eos_token_id") for criterion in criteria)
-            if finishing and pad is None:
-                raise GenerationError(
-                    "A stopping criterion ends sequences at end-of-sequence tokens, but neither pad_token_id nor "
-                    "eos_token_id is set to pad the sequences that finish first; pass pad_token_id=..."
+        ) as stepper:
+            tokens = input_ids.new_empty(input_ids.shape[0], config.max_length)
+            tokens[:, :prompt_length] = input_ids
+            recorder = Recorder.for_config(config)
+            common = dict(prompt_length=prompt_length, start=start, max_length=config.max_length,
+                          processors=processors, criteria=criteria, recorder=recorder)
+            if mode in ("beam_search", "beam_sample"):
+                fill = (pad if pad else int(eos[0])) if eos is not None else -1  # the reference's choice
+                result = beam_search(
+                    stepper, tokens, num_beams=config.num_beams, num_return_sequences=config.num_return_sequences,
+                    length_penalty=config.length_penalty, early_stopping=config.early_stopping,
+                    do_sample=config.do_sample, eos_count=0 if eos is None else len(eos), fill_value=fill, **common,
                 )
-            result = greedy_or_sample(stepper, tokens, do_sample=config.do_sample,
-                                      pad_finished_with=pad if finishing else None, streamer=streamer, **common)
+            elif mode == "assisted_generation":
+                drafter = _make_drafter(self, config, assistant_model, processors, eos)
+                result = assisted_decoding(stepper, tokens, drafter=drafter, eos_token_ids=eos, streamer=streamer,
+                                           **common)
+            else:
+                finishing = any(hasattr(criterion, "eos_token_id") for criterion in criteria)
+                if finishing and pad is None:
+                    raise GenerationError(
+                        "A stopping criterion ends sequences at end-of-sequence tokens, but neither pad_token_id nor "
+                        "eos_token_id is set to pad the sequences that finish first; pass pad_token_id=..."
+                    )
+                result = greedy_or_sample(stepper, tokens, do_sample=config.do_sample,
+                                          pad_finished_with=pad if finishing else None, streamer=streamer, **common)
         if streamer is not None:
             streamer.end()
         return _package(result, config, cache, beams=mode in ("beam_search", "beam_sample"))

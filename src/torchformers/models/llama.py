@@ -21,7 +21,7 @@ from ..modeling import PreTrainedModel
 from ..nn.attention import attend, build_attention_mask
 from ..nn.cache import DynamicCache
 from ..nn.heads import pool_last_token
-from ..nn.linear import Linear
+from ..nn.linear import Linear, project
 from ..nn.losses import causal_lm_loss, sequence_classification_loss
 from ..nn.mlp import GatedMLP, get_activation
 from ..nn.norms import RMSNorm
@@ -225,9 +225,10 @@ class LlamaAttention(nn.Module):
         output_attentions: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         batch, length, _ = hidden_states.shape
-        q = self.q_proj(hidden_states).view(batch, length, -1, self.head_dim)
-        k = self.k_proj(hidden_states).view(batch, length, -1, self.head_dim)
-        v = self.v_proj(hidden_states).view(batch, length, -1, self.head_dim).transpose(1, 2)
+        q, k, v = project(hidden_states, (self.q_proj, self.k_proj, self.v_proj))
+        q = q.view(batch, length, -1, self.head_dim)
+        k = k.view(batch, length, -1, self.head_dim)
+        v = v.view(batch, length, -1, self.head_dim).transpose(1, 2)
         if hasattr(self, "q_norm"):
             q, k = self.q_norm(q), self.k_norm(k)
         q, k = apply_rotary(q.transpose(1, 2), k.transpose(1, 2), *position_embeddings)

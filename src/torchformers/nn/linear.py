@@ -16,11 +16,22 @@ in memory (the batched kernels' last bits do).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .onednn import inference_linear, onednn_infers, onednn_trains, trainable_linear
+from .onednn import (
+    CAN_PACK_WEIGHTS,
+    inference_linear,
+    onednn_infers,
+    onednn_trains,
+    pack_weight,
+    packed_linear,
+    trainable_linear,
+)
 
 MAX_DECODE_ROWS = 16
 BLOCKS = 4
@@ -116,11 +127,15 @@ class Linear(nn.Linear):
     """``nn.Linear`` (same parameters, state dict and initialization) whose forward uses :func:`linear`.
 
     A single sequence's decode step, the hottest call of generation, skips the general
-    checks and reuses the weight's block view (kept until the weight changes).
+    checks and reuses the weight's block view (kept until the weight changes). Inside
+    :func:`packed_for_decoding`, a batch's decode steps multiply by a oneDNN-packed copy.
     """
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:  # noqa: A002 - nn.Linear's argument name
         weight = self.weight
+        packing = self.__dict__.get("_packing")
+        if packing is not None and _decode_rows(input, weight) > 1 and onednn_infers(input, weight):
+            return packed_linear(input, self._packed_weight(weight, packing), self.bias)
         if input.numel() == input.shape[-1] and input.dtype is torch.float32 and input.is_contiguous():
             blocks = self._weight_blocks(weight)
             if blocks is not None:
@@ -132,6 +147,13 @@ class Linear(nn.Linear):
             return trainable_linear(input, weight, self.bias)
         return linear(input, weight, self.bias)
 
+    def _packed_weight(self, weight: torch.Tensor, packing: dict) -> torch.Tensor:
+        """The oneDNN-packed copy of ``weight``, made on first use and again if the weight changed."""
+        cached = packing.get("weight")
+        if cached is None or not _unchanged(cached[0], [weight]):
+            packing["weight"] = cached = (_stamp([weight]), pack_weight(weight, packing["rows"]))
+        return cached[1]
+
     def _weight_blocks(self, weight: torch.Tensor) -> torch.Tensor | None:
         """``weight`` as (BLOCKS, out/BLOCKS, in) for the batched route, or None where it does not apply."""
         cached = self.__dict__.get("_blocks")
@@ -142,3 +164,66 @@ class Linear(nn.Linear):
         blocks = weight.view(BLOCKS, weight.shape[0] // BLOCKS, weight.shape[1]) if usable else None
         self.__dict__["_blocks"] = (weight, weight.data_ptr(), blocks)
         return blocks
+
+
+def _stamp(tensors: list[torch.Tensor]) -> list[tuple[torch.Tensor, int, int]]:
+    """What a packed copy was made from: each tensor, its version (bumped by in-place changes) and
+    its storage (replaced by an assignment to ``.data``)."""
+    return [(tensor, tensor._version, tensor.data_ptr()) for tensor in tensors]
+
+
+def _unchanged(stamp: list[tuple[torch.Tensor, int, int]], tensors: list[torch.Tensor]) -> bool:
+    return len(stamp) == len(tensors) and all(
+        old is new and version == new._version and address == new.data_ptr()
+        for (old, version, address), new in zip(stamp, tensors, strict=True)
+    )
+
+
+def project(x: torch.Tensor, layers: tuple[nn.Module, ...]) -> tuple[torch.Tensor, ...]:
+    """``layer(x)`` for each of ``layers`` (projections of the same input, such as q, k and v).
+
+    Inside :func:`packed_for_decoding`, when every layer is a :class:`Linear`, a batch's
+    decode step multiplies once by the packed concatenation of their weights: one product
+    of 960 or 3072 outputs instead of two or three small ones (the packed copy exists
+    anyway, so concatenating costs no memory). Elsewhere each layer is called as usual.
+    """
+    packings = [layer.__dict__.get("_packing") for layer in layers]
+    weight = layers[0].weight if packings[0] is not None else None
+    if weight is None or None in packings or not (_decode_rows(x, weight) > 1 and onednn_infers(x, weight)):
+        return tuple(layer(x) for layer in layers)
+    weights = [layer.weight for layer in layers]
+    biases = [layer.bias for layer in layers]
+    has_bias = [b is not None for b in biases]
+    if any(has_bias) and not all(has_bias):
+        return tuple(layer(x) for layer in layers)
+    sources = weights + biases if all(has_bias) else weights
+    group = packings[0].get("group")
+    if group is None or not _unchanged(group[0], sources):
+        bias = torch.cat(biases) if all(has_bias) else None
+        packings[0]["group"] = group = (_stamp(sources), pack_weight(torch.cat(weights), packings[0]["rows"]), bias)
+    out = packed_linear(x, group[1], group[2])
+    return out.split([w.shape[0] for w in weights], dim=-1)
+
+
+@contextmanager
+def packed_for_decoding(model: nn.Module, rows: int) -> Iterator[None]:
+    """Within this block, decode steps of ``rows`` sequences (2 to ``MAX_DECODE_ROWS``, CPU
+    float32) multiply every :class:`Linear` by a oneDNN-packed copy of its weight.
+
+    Each copy is made on the layer's first such step and dropped on leaving the block, so
+    the weights' memory doubles only while the block runs; packing costs about as much as
+    20 decode steps save (llama-135m shape, 8 rows), which is why generation enters the
+    block only once a batch has decoded ``PACK_AFTER_STEPS`` tokens. Results equal
+    ``F.linear``'s to float32 rounding.
+    """
+    layers = [module for module in model.modules() if isinstance(module, Linear)]
+    usable = CAN_PACK_WEIGHTS and 1 < rows <= MAX_DECODE_ROWS
+    if usable:
+        for layer in layers:
+            layer.__dict__["_packing"] = {"rows": rows}
+    try:
+        yield
+    finally:
+        if usable:
+            for layer in layers:
+                layer.__dict__.pop("_packing", None)

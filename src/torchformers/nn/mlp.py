@@ -10,7 +10,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..errors import ConfigError
-from .linear import Linear
+from .linear import Linear, project
 
 
 def _gelu_tanh(x: torch.Tensor) -> torch.Tensor:
@@ -58,4 +58,5 @@ class GatedMLP(nn.Module):
         self.act_fn = get_activation(activation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))
+        gate, up = project(x, (self.gate_proj, self.up_proj))
+        return self.down_proj(self.act_fn(gate) * up)

@@ -1,4 +1,4 @@
-"""oneDNN's float32 matrix products on the CPU, for layers that train.
+"""oneDNN's float32 matrix products on the CPU: for layers that train, and for a batch's decode steps.
 
 ``F.linear`` and its backward run float32 products on the CPU through MKL, which on AMD
 processors takes generic code paths: on BERT-base shapes (1024 x 768 x 3072 and its
@@ -16,7 +16,9 @@ import torch
 # Set to False to train with F.linear everywhere (to compare, or to rule this route out).
 ONEDNN_TRAINING = True
 _LINEAR = getattr(torch.ops.mkldnn, "_linear_pointwise", None) if torch.backends.mkldnn.is_available() else None
+_REORDER = getattr(torch.ops.mkldnn, "_reorder_linear_weight", None) if _LINEAR is not None else None
 HAS_ONEDNN_LINEAR = _LINEAR is not None
+CAN_PACK_WEIGHTS = _REORDER is not None
 
 
 def _float32_cpu_product(x: torch.Tensor, weight: torch.Tensor) -> bool:
@@ -48,6 +50,22 @@ def onednn_infers(x: torch.Tensor, weight: torch.Tensor) -> bool:
 def inference_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """``F.linear(x, weight, bias)`` computed by oneDNN, where :func:`onednn_infers` holds."""
     return _LINEAR(x, weight, bias, "none", [], "")
+
+
+def pack_weight(weight: torch.Tensor, rows: int) -> torch.Tensor:
+    """An (out, in) float32 CPU weight copied into oneDNN's blocked layout for products with ``rows`` rows.
+
+    The copy is an opaque oneDNN tensor, the same size as the weight, that only
+    :func:`packed_linear` reads. On a batch's decode step (8 rows of 576 to 1536 features)
+    oneDNN multiplies by it about 1.6x faster than by the plain weight, whose layout it
+    would otherwise reorder on the fly.
+    """
+    return _REORDER(weight.detach(), rows)
+
+
+def packed_linear(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``F.linear(x, weight, bias)`` for a weight packed by :func:`pack_weight` (no backward)."""
+    return _LINEAR(x, packed, bias, "none", [], "")
 
 
 def _product(rows: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
