@@ -17,6 +17,7 @@ _LAZY_NAMES: dict[str, str] = {
     "PreTrainedConfig": "config",
     "PreTrainedModel": "modeling",
     "GenerationConfig": "generation.config",
+    "CompileConfig": "generation.config",
     "AutoConfig": "models.auto",
     "AutoModel": "models.auto",
     "AutoModelForCausalLM": "models.auto",

@@ -56,8 +56,10 @@ class ModelStepper:
         prefill_chunk_size: int | None = None,
         output_attentions: bool = False,
         output_hidden_states: bool = False,
+        decode_call: Any = None,
     ) -> None:
         self.model = model
+        self.decode_call = decode_call  # call(model, inputs) for decode steps (a compiled one); None: the model
         self.cache = cache  # None: no cache, every call feeds the whole sequence
         self.prefill_chunk_size = prefill_chunk_size
         self.mask = None
@@ -104,13 +106,14 @@ class ModelStepper:
         if self.cache is None:
             return self.feed(tokens[:, :length], 0)[:, -1]
         self.decode_steps += 1
-        if self.decode_steps == PACK_AFTER_STEPS and self._resources is not None:
+        if self.decode_steps == PACK_AFTER_STEPS and self._resources is not None and self.decode_call is None:
             self._resources.enter_context(packed_for_decoding(self.model, tokens.shape[0]))
-        return self.feed(tokens[:, length - 1:length], length - 1)[:, -1]
+        return self.feed(tokens[:, length - 1:length], length - 1, call=self.decode_call)[:, -1]
 
-    def feed(self, tokens: torch.Tensor, start: int, keep: int = 1) -> torch.Tensor:
+    def feed(self, tokens: torch.Tensor, start: int, keep: int = 1, call: Any = None) -> torch.Tensor:
         """Run the model on ``tokens`` (batch, n) at sequence positions ``start .. start + n - 1``
-        (after the cache's contents); returns float32 logits of the last ``keep`` positions."""
+        (after the cache's contents); returns float32 logits of the last ``keep`` positions.
+        ``call(model, inputs)``, when given, runs the model (a compiled decode step)."""
         end = start + tokens.shape[1]
         inputs: dict[str, Any] = {"input_ids": tokens, "return_dict": True, **self.extra}
         if self.cache is not None:
@@ -123,7 +126,7 @@ class ModelStepper:
             inputs["position_ids"] = self.positions[:, start:end]
         if self.takes_logits_to_keep:
             inputs["logits_to_keep"] = keep
-        outputs = self.model(**inputs)
+        outputs = self.model(**inputs) if call is None else call(self.model, inputs)
         self.last_outputs = outputs
         return outputs.logits[:, -keep:].float()
 

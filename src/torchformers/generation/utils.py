@@ -22,7 +22,7 @@ from torch import nn
 from ..errors import GenerationError, UnsupportedArgumentError
 from ..nn.cache import DynamicCache, StaticCache
 from ..outputs import ModelOutput
-from .config import GenerationConfig
+from .config import CompileConfig, GenerationConfig
 from .logits import LogitsProcessorList, build_logits_processors, merge_custom
 from .search import (
     AssistantCandidates,
@@ -97,7 +97,6 @@ _UNSUPPORTED_SETTINGS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "token_healing": (lambda v: bool(v), "token healing"),
     "low_memory": (lambda v: bool(v), "sequential (low-memory) beam search"),
     "assistant_early_exit": (lambda v: v is not None, "early-exit self-speculation"),
-    "compile_config": (lambda v: v is not None, "compiled decoding"),
     "cache_config": (lambda v: v is not None, "cache configuration (quantized caches)"),
     "is_assistant": (lambda v: bool(v), "the reference's internal assistant mode"),
 }
@@ -186,6 +185,7 @@ class GenerationMixin:
 
         with ModelStepper(
             self, cache, attention_mask, config.max_length, prefill_chunk_size=config.prefill_chunk_size,
+            decode_call=_compiled_call(self, config, cache),
             output_attentions=config.output_attentions and config.return_dict_in_generate,
             output_hidden_states=config.output_hidden_states and config.return_dict_in_generate,
         ) as stepper:
@@ -486,6 +486,48 @@ def _prepare_cache(config: GenerationConfig, user_cache: Any, input_ids: torch.T
     if config.cache_implementation == "static":
         return StaticCache(max_cache_len=max(config.max_length, config.max_cache_len or 0)), 0
     return DynamicCache(capacity=config.max_length), 0
+
+
+# CompileConfig settings -> the compiled step. Compiled once per settings and shared by every model:
+# dynamo keeps one graph per model object (it guards on it), and nothing here keeps a model alive.
+_COMPILED_CALLS: dict[tuple, Callable[..., Any]] = {}
+
+
+def _run_model(model: nn.Module, inputs: dict[str, Any]) -> Any:
+    return model(**inputs)
+
+
+def _compiled_call(model: nn.Module, config: GenerationConfig, cache: Any) -> Callable[..., Any] | None:
+    """What decode steps call instead of the model (``call(model, inputs)``), or None to run it eagerly.
+
+    Compiled with ``config.compile_config`` when the cache is static; a CUDA model with a
+    static cache compiles with the default settings unless ``disable_compile`` is set.
+    """
+    settings = config.compile_config
+    if config.disable_compile:
+        return None
+    if not isinstance(cache, StaticCache):
+        if settings is not None:
+            raise GenerationError(
+                "generate(): compile_config compiles decode steps over a static cache; pass "
+                "cache_implementation='static' (or a StaticCache as past_key_values), or drop compile_config."
+            )
+        return None
+    if settings is None:
+        if model.device.type != "cuda":
+            return None
+        settings = CompileConfig()
+    if settings.options is not None and settings.mode is not None:
+        raise GenerationError(
+            "generate(): CompileConfig takes either mode or options (torch.compile accepts one of them); set "
+            "mode=None to pass options."
+        )
+    dynamic = True if settings.dynamic is None else settings.dynamic  # see CompileConfig
+    key = (settings.fullgraph, dynamic, settings.backend, settings.mode, repr(settings.options))
+    if key not in _COMPILED_CALLS:
+        _COMPILED_CALLS[key] = torch.compile(_run_model, fullgraph=settings.fullgraph, dynamic=dynamic,
+                                             backend=settings.backend, mode=settings.mode, options=settings.options)
+    return _COMPILED_CALLS[key]
 
 
 def _build_stopping_criteria(

@@ -69,7 +69,8 @@ def _as_columns(x: torch.Tensor, rows: int, features: int) -> torch.Tensor:
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """``F.linear(x, weight, bias)`` for a weight stored (out_features, in_features)."""
     rows = _decode_rows(x, weight)
-    if rows > 1 and ONEDNN_SEVERAL_ROWS and onednn_infers(x, weight):
+    # Inductor cannot lower oneDNN's call on an unpacked weight; it picks its own kernel for these.
+    if rows > 1 and ONEDNN_SEVERAL_ROWS and onednn_infers(x, weight) and not torch.compiler.is_compiling():
         return inference_linear(x, weight, bias)
     out_features, features = weight.shape
     main = out_features - out_features % BLOCKS
@@ -133,6 +134,8 @@ class Linear(nn.Linear):
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:  # noqa: A002 - nn.Linear's argument name
         weight = self.weight
+        if torch.compiler.is_compiling():
+            return linear(input, weight, self.bias)  # traceable: no cached views, no packed copies
         packing = self.__dict__.get("_packing")
         if packing is not None and _decode_rows(input, weight) > 1 and onednn_infers(input, weight):
             return packed_linear(input, self._packed_weight(weight, packing), self.bias)

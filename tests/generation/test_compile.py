@@ -1,0 +1,76 @@
+"""Compiled decoding (``compile_config`` with a static cache): the same tokens as eager decoding,
+compiled once and reused, and clear errors for settings it cannot honour."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from _checkpoints import PAD, left_padded, prompt
+from torch._dynamo.utils import counters
+
+import torchformers.generation.utils as generation_utils
+from torchformers import CompileConfig, GenerationConfig
+from torchformers.errors import ConfigError, GenerationError
+
+
+def test_compiled_decoding_gives_the_eager_tokens_and_compiles_once(checkpoint, monkeypatch):
+    # Inductor, as users get it: about 15 s for this two-layer model on two CPU cores.
+    _, _, model = checkpoint("llama")
+    ids, mask = left_padded(prompt(batch=2, length=7, seed=5), (0, 2))
+    settings = dict(attention_mask=mask, max_new_tokens=12, do_sample=False, pad_token_id=PAD,
+                    cache_implementation="static")
+    eager = model.generate(ids, **settings)
+    compiled = model.generate(ids, **settings, compile_config=CompileConfig())
+    assert torch.equal(compiled, eager)
+
+    # A second call with other lengths reuses the compiled step (symbolic lengths: no new graph),
+    # and its decode steps do go through it.
+    compiled_call = generation_utils._COMPILED_CALLS[(False, True, "inductor", "reduce-overhead", "None")]
+    calls = []
+    monkeypatch.setitem(generation_utils._COMPILED_CALLS, (False, True, "inductor", "reduce-overhead", "None"),
+                        lambda model, inputs: calls.append(1) or compiled_call(model, inputs))
+    graphs = counters["stats"]["unique_graphs"]
+    other_ids, other_mask = left_padded(prompt(batch=2, length=10, seed=6), (0, 3))
+    other = dict(attention_mask=other_mask, max_new_tokens=20, do_sample=False, pad_token_id=PAD)
+    longer = model.generate(other_ids, **other, cache_implementation="static", compile_config=CompileConfig())
+    assert len(calls) == 19  # every step after the prompt's
+    assert counters["stats"]["unique_graphs"] == graphs
+    assert torch.equal(longer, model.generate(other_ids, **other))
+
+
+def test_compiled_decoding_traces_every_family(checkpoint):
+    # The "eager" backend traces with dynamo (what fails on untraceable code) without compiling kernels.
+    for family in ("llama", "gpt2"):
+        _, _, model = checkpoint(family)
+        ids = prompt(batch=1, length=6, seed=2)
+        compiled = model.generate(ids, max_new_tokens=10, do_sample=False, cache_implementation="static",
+                                  compile_config=CompileConfig(backend="eager", fullgraph=True))
+        assert torch.equal(compiled, model.generate(ids, max_new_tokens=10, do_sample=False))
+
+
+def test_compile_settings_that_cannot_apply_raise(checkpoint, monkeypatch):
+    _, _, model = checkpoint("llama")
+    ids = prompt(batch=1, length=6, seed=2)
+    with pytest.raises(GenerationError, match="static cache"):
+        model.generate(ids, max_new_tokens=3, compile_config=CompileConfig())
+    with pytest.raises(GenerationError, match="mode or options"):
+        model.generate(ids, max_new_tokens=3, cache_implementation="static",
+                       compile_config=CompileConfig(options={"max_autotune": True}))
+    # disable_compile wins: decoding stays eager, torch.compile is never called.
+    monkeypatch.setattr(torch, "compile", lambda *a, **k: pytest.fail("compiled despite disable_compile"))
+    model.generate(ids, max_new_tokens=3, cache_implementation="static", compile_config=CompileConfig(),
+                   disable_compile=True)
+    # On the CPU a static cache alone does not compile (the reference compiles only on accelerators).
+    model.generate(ids, max_new_tokens=3, cache_implementation="static")
+
+
+def test_compile_config_round_trips_through_generation_config(tmp_path):
+    config = GenerationConfig(compile_config=CompileConfig(dynamic=False, mode=None, options={"trace.enabled": False}))
+    config.save_pretrained(tmp_path)
+    loaded = GenerationConfig.from_pretrained(tmp_path)
+    assert loaded.compile_config == config.compile_config
+    assert GenerationConfig(compile_config={"fullgraph": True}).compile_config == CompileConfig(fullgraph=True)
+    with pytest.raises(ConfigError, match="unknown keys"):
+        GenerationConfig(compile_config={"fulgraph": True})
+    with pytest.raises(ConfigError, match="compile_config"):
+        GenerationConfig(compile_config="inductor")
