@@ -11,7 +11,12 @@ The batch-1 rows also show tokens/s as a share of the memory-bandwidth limit: ev
 step reads all weights once, so tokens/s cannot exceed (read bandwidth) / (weight bytes).
 The bandwidth is measured here by summing a 1 GiB float32 tensor (a pure streaming read).
 
-Usage: python benchmarks/bench_generate.py [--reps 3] [--models-dir DIR] [--threads N] [--json]
+``--compiled`` adds torchformers with compiled decode steps (``cache_implementation="static"``
+and ``compile_config=CompileConfig()``): its children warm up once per batch size, which
+compiles (a minute or two per shape on two cores, reported as ``compile s``), then time the
+same 128-token generation.
+
+Usage: python benchmarks/bench_generate.py [--reps 3] [--models-dir DIR] [--threads N] [--compiled] [--json]
 Timings are for people, never for pass/fail tests.
 """
 
@@ -32,6 +37,7 @@ from typing import Any
 from bench_common import add_models_dir_argument, add_threads_and_json_arguments
 
 LIBRARIES = ("torchformers", "transformers")
+COMPILED = "torchformers-compiled"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MAKE_MODELS = REPO_ROOT.parent / "shared" / "reference" / "make_models.py"
 # make_models.py's configs, used when that script is not around.
@@ -51,23 +57,31 @@ CHILD_CODE = f"""\
 import json, sys, time
 library, path, batches = sys.argv[1], sys.argv[2], [int(b) for b in sys.argv[3].split(",")]
 import torch
-if library == "torchformers":
+if library.startswith("torchformers"):
     import torchformers as lib
 else:
     import transformers as lib
     lib.logging.set_verbosity_error()
+options = {{}}
+if library == {COMPILED!r}:
+    options = dict(cache_implementation="static", compile_config=lib.CompileConfig())
 model = lib.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
 vocab = model.config.vocab_size
 results = {{"threads": torch.get_num_threads()}}
 with torch.no_grad():
     torch.manual_seed(0)
-    model.generate(torch.randint(0, vocab, (1, {PROMPT_TOKENS})), max_new_tokens=8, do_sample=False)
+    start = time.perf_counter()
+    # Compiled steps are compiled for each batch size (a batch of 1 is a special shape): warm up each.
+    for batch in (batches if options else [1]):
+        model.generate(torch.randint(0, vocab, (batch, {PROMPT_TOKENS})), max_new_tokens=8, do_sample=False,
+                       **options)
+    results["warm_up_seconds"] = time.perf_counter() - start
     for batch in batches:
         torch.manual_seed(batch)
         ids = torch.randint(0, vocab, (batch, {PROMPT_TOKENS}))
         start = time.perf_counter()
         out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens={NEW_TOKENS},
-                             min_new_tokens={NEW_TOKENS}, do_sample=False)
+                             min_new_tokens={NEW_TOKENS}, do_sample=False, **options)
         seconds = time.perf_counter() - start
         results[str(batch)] = {{"seconds": seconds, "tokens_per_s": batch * {NEW_TOKENS} / seconds,
                                "tokens": out[:, {PROMPT_TOKENS}:].tolist()}}
@@ -174,7 +188,9 @@ def weight_bytes(path: Path) -> int:
     return total
 
 
-def benchmark(paths: dict[str, Path], reps: int, threads: int | None) -> dict[str, Any]:
+def benchmark(paths: dict[str, Path], reps: int, threads: int | None, compiled: bool = False) -> dict[str, Any]:
+    libraries = (*LIBRARIES, COMPILED) if compiled else LIBRARIES
+    warm_up: dict[str, list[float]] = {}
     per_model: dict[str, list[int]] = {}
     for model, batch in CASES:
         per_model.setdefault(model, []).append(batch)
@@ -182,9 +198,11 @@ def benchmark(paths: dict[str, Path], reps: int, threads: int | None) -> dict[st
     tokens: dict[tuple[str, str, int], list] = {}
     for rep in range(reps):
         for model, batches in per_model.items():
-            order = LIBRARIES if rep % 2 == 0 else LIBRARIES[::-1]
+            order = libraries if rep % 2 == 0 else libraries[::-1]
             for library in order:
                 result = run_child(library, paths[model], batches, threads)
+                if library == COMPILED:
+                    warm_up.setdefault(model, []).append(result["warm_up_seconds"])
                 for batch in batches:
                     runs.setdefault((library, model, batch), []).append(result[str(batch)]["tokens_per_s"])
                     tokens[(library, model, batch)] = result[str(batch)]["tokens"]
@@ -203,6 +221,11 @@ def benchmark(paths: dict[str, Path], reps: int, threads: int | None) -> dict[st
             "torchformers_runs": runs[("torchformers", model, batch)],
             "transformers_runs": runs[("transformers", model, batch)],
         }
+        if compiled:
+            fastest = statistics.median(runs[(COMPILED, model, batch)])
+            row.update(compiled_tok_s=fastest, compiled_speedup=fastest / theirs,
+                       compiled_same_tokens=tokens[(COMPILED, model, batch)] == tokens[("transformers", model, batch)],
+                       compiled_warm_up_s=statistics.median(warm_up[model]), compiled_runs=runs[(COMPILED, model, batch)])
         if batch == 1:
             limit = bandwidth["read_gb_s"] * 1e9 / weight_bytes(paths[model])
             row.update(bandwidth_limit_tok_s=limit, torchformers_share=ours / limit, transformers_share=theirs / limit)
@@ -229,6 +252,17 @@ def format_table(results: dict[str, Any]) -> str:
             f"{shares[0]:>10}{shares[1]:>10}  {'yes' if row['same_tokens'] else 'NO'}"
         )
     lines.append("speedup: torchformers / transformers tokens/s; bw limit: read bandwidth / weight bytes (batch 1)")
+    compiled_rows = [row for row in results["rows"] if "compiled_tok_s" in row]
+    if compiled_rows:
+        lines.append("torchformers with compiled decode steps (static cache, CompileConfig()):")
+        lines.append(f"{'':18}{'compiled':>14}{'transformers':>14}{'speedup':>9}{'warm-up s':>11}  same tokens")
+        for row in compiled_rows:
+            lines.append(
+                f"{row['model'] + ' bs' + str(row['batch']):18}{row['compiled_tok_s']:>10.1f} t/s"
+                f"{row['transformers_tok_s']:>10.1f} t/s{row['compiled_speedup']:>8.2f}x"
+                f"{row['compiled_warm_up_s']:>11.0f}  {'yes' if row['compiled_same_tokens'] else 'NO'}"
+            )
+        lines.append("warm-up s: the model's warm-up generations, which compile (once per batch size)")
     return "\n".join(lines)
 
 
@@ -236,13 +270,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_models_dir_argument(parser)
     parser.add_argument("--reps", type=int, default=3, help="timed child processes per library and model (default 3)")
+    parser.add_argument("--compiled", action="store_true",
+                        help="also time torchformers with compiled decode steps (static cache, CompileConfig())")
     add_threads_and_json_arguments(parser, "OMP/MKL threads in the children (default: torch's)")
     args = parser.parse_args(argv)
     if args.reps < 1:
         parser.error("--reps must be at least 1")
-    results = benchmark(ensure_models(args.models_dir), args.reps, args.threads)
+    results = benchmark(ensure_models(args.models_dir), args.reps, args.threads, args.compiled)
     print(json.dumps(results, indent=1) if args.json else format_table(results))
-    if not all(row["same_tokens"] for row in results["rows"]):
+    if not all(row["same_tokens"] and row.get("compiled_same_tokens", True) for row in results["rows"]):
         print("error: the libraries generated different tokens; the timings do not compare equal work.",
               file=sys.stderr)
         return 1
