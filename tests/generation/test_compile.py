@@ -3,6 +3,8 @@ compiled once and reused, and clear errors for settings it cannot honour."""
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
 from _checkpoints import PAD, left_padded, prompt
@@ -13,6 +15,8 @@ from torchformers import CompileConfig, GenerationConfig
 from torchformers.errors import ConfigError, GenerationError
 
 
+@pytest.mark.skipif(not any(shutil.which(name) for name in ("g++", "c++", "clang++")),
+                    reason="torch.compile's inductor backend needs a C++ compiler, and this machine has none")
 def test_compiled_decoding_gives_the_eager_tokens_and_compiles_once(checkpoint, monkeypatch):
     # Inductor, as users get it: about 15 s for this two-layer model on two CPU cores.
     _, _, model = checkpoint("llama")
