@@ -20,10 +20,10 @@ class BaseStreamer:
     """Base class of streamers: ``put(token_ids)`` and ``end()``."""
 
     def put(self, value: torch.Tensor) -> None:
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must implement put(token_ids): generate calls it with each step's tokens.")
 
     def end(self) -> None:
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must implement end(): generate calls it once decoding stops.")
 
 
 def _is_cjk(codepoint: int) -> bool:
