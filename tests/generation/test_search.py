@@ -68,9 +68,9 @@ def test_left_padded_batch_matches_reference(checkpoint, family):
 @pytest.mark.parametrize("num_beams", [1, 3])
 @pytest.mark.parametrize("family", FAMILIES)
 def test_packed_weights_give_the_reference_tokens(checkpoint, family, num_beams, monkeypatch):
-    # Long batch generations switch to packed weights (PACK_AFTER_STEPS); here from the second step.
+    # Long batch generations decode with packed weights (PACK_WHEN_STEPS_LEFT); here 12 new tokens are long.
     packed = []
-    monkeypatch.setattr(search, "PACK_AFTER_STEPS", 2)
+    monkeypatch.setattr(search, "PACK_WHEN_STEPS_LEFT", 10)
     monkeypatch.setattr(linear_module, "pack_weight", lambda weight, rows: packed.append(rows) or pack(weight, rows))
     ids, mask = left_padded(prompt(batch=3, length=7, seed=1), (0, 3, 5))
     ours, theirs = generate_both(checkpoint, family, input_ids=ids, attention_mask=mask, max_new_tokens=12,
@@ -79,6 +79,18 @@ def test_packed_weights_give_the_reference_tokens(checkpoint, family, num_beams,
     assert packed and set(packed) == {3 * num_beams}
     _, _, model = checkpoint(family)
     assert not any("_packing" in module.__dict__ for module in model.modules())
+
+
+@pytest.mark.skipif(not CAN_PACK_WEIGHTS, reason="this PyTorch build cannot pack oneDNN weights")
+def test_short_generations_keep_the_plain_weights(checkpoint, monkeypatch):
+    packed = []
+    monkeypatch.setattr(search, "PACK_WHEN_STEPS_LEFT", 10)
+    monkeypatch.setattr(linear_module, "pack_weight", lambda weight, rows: packed.append(rows) or pack(weight, rows))
+    _, _, model = checkpoint("llama")
+    model.generate(prompt(batch=3, seed=2), max_new_tokens=10, do_sample=False)  # 9 decode steps
+    assert packed == []
+    model.generate(prompt(batch=3, seed=2), max_new_tokens=11, do_sample=False)
+    assert set(packed) == {3}
 
 
 def test_finished_rows_are_padded_like_the_reference(checkpoint):

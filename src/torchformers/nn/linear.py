@@ -215,8 +215,8 @@ def packed_for_decoding(model: nn.Module, rows: int) -> Iterator[None]:
 
     Each copy is made on the layer's first such step and dropped on leaving the block, so
     the weights' memory doubles only while the block runs; packing costs about as much as
-    20 decode steps save (llama-135m shape, 8 rows), which is why generation enters the
-    block only once a batch has decoded ``PACK_AFTER_STEPS`` tokens. Results equal
+    12 decode steps save (llama-135m shape, 8 rows), which is why generation enters the
+    block only when at least ``PACK_WHEN_STEPS_LEFT`` decode steps lie ahead. Results equal
     ``F.linear``'s to float32 rounding.
     """
     layers = [module for module in model.modules() if isinstance(module, Linear)]
