@@ -9,7 +9,10 @@ of 32) and the tied output layer as int8 from the Q8_0 embedding. Variants:
 - ``int4 fp32``: float32 activations (the default dtype of GGUF loads), cast to bfloat16
   around each quantized product;
 - ``int4 bf16``: ``dtype=torch.bfloat16``, so the whole model runs in bfloat16;
-- ``dequantized``: the file dequantized to float32, as the reference library loads it.
+- ``dequantized``: the file dequantized to float32, as the reference library loads it;
+- ``int4 compiled`` and ``int4 bf16 compiled``: the int4 variants decoding through compiled
+  steps (``cache_implementation="static"`` with ``compile_config=CompileConfig()``); the
+  warm-up call compiles, and its time is reported in the ``warm-up`` column.
 
 Decode speed is tokens per second at batch 1 over the steps after the first new token (each
 token is timestamped as it arrives), with no early stop. The table shows medians and the
@@ -22,7 +25,7 @@ largest logit difference; and how many of each runner's greedy tokens equal the 
 model's before they first differ.
 
 Usage: python benchmarks/bench_gguf_quant.py [--reps 3] [--threads 2] [--new-tokens 128]
-       [--agreement-tokens 300] [--variants "int4 fp32,int4 bf16"] [--json]
+       [--agreement-tokens 300] [--variants "int4 fp32,int4 compiled"] [--json]
 Timings are for people, never for pass/fail tests. On a shared machine, run it when it is
 quiet: two threads that share two cores with another process wait on each other.
 """
@@ -41,12 +44,17 @@ PACKAGED_NAME = "SmolLM2-135M-Instruct-Q4_1-GGUF"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 PROMPT = "Write a short story about a lighthouse keeper who finds a message in a bottle."
 LLAMA_CPP = "llama.cpp"
-# name -> from_pretrained keywords (dtype by name)
+# name -> from_pretrained keywords (dtype by name), and under "generate" extra generate() keywords
+# (a "compile_config" dict becomes a CompileConfig).
+_COMPILED = {"cache_implementation": "static", "compile_config": {}}
 VARIANTS: dict[str, dict[str, Any]] = {
     "int4 fp32": {"dequantize": False},
     "int4 bf16": {"dequantize": False, "dtype": "bfloat16"},
     "dequantized": {},
+    "int4 compiled": {"dequantize": False, "generate": _COMPILED},
+    "int4 bf16 compiled": {"dequantize": False, "dtype": "bfloat16", "generate": _COMPILED},
 }
+DEFAULT_VARIANTS = ("int4 fp32", "int4 bf16", "dequantized")
 RESULT_PREFIX = "BENCH_GGUF_QUANT_RESULT "
 
 # Shared by the children: the prompt's token ids, from torchformers' tokenizer.
@@ -74,11 +82,13 @@ def decode(count):
         if len(tokens) == count:
             return times, tokens
 
+started = time.perf_counter()
 decode(8)  # warm-up
+warm_up_s = time.perf_counter() - started
 times, tokens = decode(new_tokens)
 print({RESULT_PREFIX!r} + json.dumps({{
     "decode_tokens_per_s": (len(times) - 1) / (times[-1] - times[0]), "tokens": tokens, "threads": threads,
-    "weight_bytes": llama_cpp.llama_model_size(llm.model)}}), flush=True)
+    "weight_bytes": llama_cpp.llama_model_size(llm.model), "warm_up_s": warm_up_s}}), flush=True)
 """
 
 TORCHFORMERS_CODE = PROMPT_CODE + f"""\
@@ -86,6 +96,9 @@ import torch
 torch.set_num_threads(threads)
 if "dtype" in spec:
     spec["dtype"] = getattr(torch, spec["dtype"])
+options = spec.pop("generate", {{}})
+if "compile_config" in options:
+    options["compile_config"] = torchformers.CompileConfig(**options["compile_config"])
 model = torchformers.AutoModelForCausalLM.from_pretrained(directory, gguf_file={GGUF_FILE!r}, **spec)
 storages = {{}}
 for tensor in [*model.parameters(), *model.buffers()]:
@@ -95,14 +108,16 @@ import types
 stamps = []  # a streamer's put() gets the prompt, then each new token
 streamer = types.SimpleNamespace(put=lambda value: stamps.append(time.perf_counter()), end=lambda: None)
 with torch.inference_mode():
-    model.generate(prompt, max_new_tokens=8, do_sample=False)  # warm-up
+    started = time.perf_counter()
+    model.generate(prompt, max_new_tokens=8, do_sample=False, **options)  # warm-up (and compilation)
+    warm_up_s = time.perf_counter() - started
     output = model.generate(prompt, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
-                            streamer=streamer)
+                            streamer=streamer, **options)
 times = stamps[1:]
 print({RESULT_PREFIX!r} + json.dumps({{
     "decode_tokens_per_s": (len(times) - 1) / (times[-1] - times[0]),
     "tokens": output[0, prompt.shape[1]:].tolist(), "threads": torch.get_num_threads(),
-    "weight_bytes": sum(storages.values())}}), flush=True)
+    "weight_bytes": sum(storages.values()), "warm_up_s": warm_up_s}}), flush=True)
 """
 
 AGREEMENT_CODE = PROMPT_CODE + f"""\
@@ -172,6 +187,7 @@ def benchmark(reps: int, threads: int, new_tokens: int, agreement_tokens: int, v
         median = statistics.median(speeds[name])
         rows.append({"runner": name, "median_tokens_per_s": median, "best_tokens_per_s": max(speeds[name]),
                      "runs": speeds[name], "vs_llama_cpp": median / base, "weight_mb": last[name]["weight_bytes"] / 2**20,
+                     "warm_up_s": last[name]["warm_up_s"],
                      "same_greedy_prefix": same_prefix(last[name]["tokens"], reference) if reference else None})
     return {"file": os.path.join(directory, GGUF_FILE), "reps": reps, "threads": threads, "new_tokens": new_tokens,
             "rows": rows, "agreement": agreement}
@@ -180,12 +196,12 @@ def benchmark(reps: int, threads: int, new_tokens: int, agreement_tokens: int, v
 def format_table(result: dict[str, Any]) -> str:
     lines = [f"{result['file']}: greedy decode, batch 1, {result['new_tokens']} new tokens, {result['threads']} "
              f"threads, {result['reps']} process(es) per runner",
-             f"{'':14}{'median tok/s':>13}{'best':>8}{'vs llama.cpp':>14}{'weights':>10}  greedy tokens equal to "
-             "the dequantized model's (before the first difference)"]
+             f"{'':20}{'median tok/s':>13}{'best':>8}{'vs llama.cpp':>14}{'weights':>10}{'warm-up':>9}  greedy "
+             "tokens equal to the dequantized model's (before the first difference)"]
     for row in result["rows"]:
         prefix = "" if row["same_greedy_prefix"] is None else str(row["same_greedy_prefix"])
-        lines.append(f"{row['runner']:14}{row['median_tokens_per_s']:13.1f}{row['best_tokens_per_s']:8.1f}"
-                     f"{row['vs_llama_cpp']:13.2f}x{row['weight_mb']:7.0f} MB  {prefix}")
+        lines.append(f"{row['runner']:20}{row['median_tokens_per_s']:13.1f}{row['best_tokens_per_s']:8.1f}"
+                     f"{row['vs_llama_cpp']:13.2f}x{row['weight_mb']:7.0f} MB{row['warm_up_s']:8.1f}s  {prefix}")
     agreement = result["agreement"]
     if agreement:
         lines.append(f"teacher-forced on {agreement['steps']} greedy tokens of the dequantized float32 model:")
@@ -202,8 +218,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--new-tokens", type=int, default=128, help="tokens generated in each timed decode")
     parser.add_argument("--agreement-tokens", type=int, default=300,
                         help="greedy steps for the agreement measure (0 skips it)")
-    parser.add_argument("--variants", default=",".join(VARIANTS),
-                        help=f"torchformers variants, comma-separated, of: {', '.join(VARIANTS)}")
+    parser.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
+                        help=f"torchformers variants, comma-separated, of: {', '.join(VARIANTS)} "
+                             f"(default: {', '.join(DEFAULT_VARIANTS)}; the compiled ones take minutes to compile)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
     args = parser.parse_args(argv)
     variants = [name.strip() for name in args.variants.split(",") if name.strip()]
