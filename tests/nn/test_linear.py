@@ -39,6 +39,30 @@ def test_linear_transposed_matches_addmm(rows):
         assert torch.equal(out, expected)
 
 
+def test_compiled_decode_rows_call_the_eager_transposed_product_as_one_operation():
+    # Inside a compiled graph, a decode row without gradient goes through one custom op that runs
+    # the eager kernels (inductor's own loops for that product were slower); training keeps aten ops.
+    from torchformers.nn.linear import _decode_linear_transposed
+
+    generator = torch.Generator().manual_seed(0)
+    weight, bias = torch.randn(64, 40, generator=generator), torch.randn(40, generator=generator)
+    x = torch.randn(1, 1, 64, generator=generator)
+    torch.library.opcheck(_decode_linear_transposed, (x, weight, bias))
+    graphs = []
+
+    def recording_backend(graph_module, example_inputs):
+        graphs.append(str(graph_module.graph))
+        return graph_module.forward
+
+    compiled = torch.compile(linear_transposed, backend=recording_backend, fullgraph=True)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x, weight, bias), torch.addmm(bias, x.view(1, 64), weight).view(1, 1, 40))
+    assert "decode_linear_transposed" in graphs[-1]
+    trained = weight.clone().requires_grad_()
+    compiled(x, trained, bias).sum().backward()
+    assert "decode_linear_transposed" not in graphs[-1] and trained.grad is not None
+
+
 def test_prompts_use_the_usual_kernels_exactly():
     weight = torch.randn(96, 48)
     x = torch.randn(1, 5, 48)  # five positions of one sequence: a prompt, not a decode step

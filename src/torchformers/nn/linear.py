@@ -105,8 +105,17 @@ def linear_transposed(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor 
     """``x @ weight + bias`` for a weight stored (in_features, out_features), as GPT-2's Conv1D stores it.
 
     A single row cuts the input features into blocks and sums the partial products; a few
-    rows cut the output features. Other inputs use ``torch.addmm`` as before.
+    rows cut the output features. Other inputs use ``torch.addmm`` as before. Inside a
+    compiled graph, decode rows without a gradient go through the same kernels as one
+    opaque operation: inductor would otherwise turn the one-row blocked product into its
+    own loops, which made compiled GPT-2 decoding about 1.5x slower than eager.
     """
+    if torch.compiler.is_compiling() and _decode_rows(x, weight) and not _needs_grad(x, weight, bias):
+        return _decode_linear_transposed(x, weight, bias)
+    return _linear_transposed(x, weight, bias)
+
+
+def _linear_transposed(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     rows = _decode_rows(x, weight)
     features, out_features = weight.shape
     if rows == 1 and features % BLOCKS == 0:
@@ -122,6 +131,21 @@ def linear_transposed(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor 
     flat = x.reshape(-1, features)
     out = torch.addmm(bias, flat, weight) if bias is not None else flat @ weight
     return out.view(*x.shape[:-1], out_features)
+
+
+@torch.library.custom_op("torchformers::decode_linear_transposed", mutates_args=())
+def _decode_linear_transposed(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """:func:`linear_transposed` of decode rows as one operation that compiled graphs call as it is (no backward)."""
+    return _linear_transposed(x, weight, bias)
+
+
+@_decode_linear_transposed.register_fake
+def _(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    return x.new_empty(*x.shape[:-1], weight.shape[1])
+
+
+def _needs_grad(*tensors: torch.Tensor | None) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
 class Linear(nn.Linear):
