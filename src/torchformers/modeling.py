@@ -276,6 +276,12 @@ class PreTrainedModel(nn.Module):
         old = self.get_input_embeddings()
         if new_num_tokens is None and pad_to_multiple_of is None:
             return old
+        if not isinstance(old, nn.Embedding):
+            raise UnsupportedArgumentError(
+                f"resize_token_embeddings(): the input embedding is a {type(old).__name__}, not a float "
+                "nn.Embedding (a GGUF file loaded with dequantize=False keeps it quantized); load the model with "
+                "dequantize=True to resize its vocabulary."
+            )
         new_num_tokens = old.num_embeddings if new_num_tokens is None else new_num_tokens
         if pad_to_multiple_of is not None:
             new_num_tokens = -(-new_num_tokens // pad_to_multiple_of) * pad_to_multiple_of

@@ -17,7 +17,7 @@ from gguf_writers import gguf_name, write_model_gguf
 import torchformers
 from torchformers.errors import UnsupportedArgumentError
 from torchformers.packaged import packaged_model_dir
-from torchformers.quantization import Int4Linear, Int8Linear
+from torchformers.quantization import Int4Linear, Int8Linear, QuantizedEmbedding
 from torchformers.quantization.quantizer import quantized_layers
 
 TINY = {"vocab_size": 96, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
@@ -85,11 +85,18 @@ def test_blocks_load_as_quantized_layers_close_to_the_dequantized_model(tmp_path
         largest = blocks.abs().amax(-1, keepdim=True)
         bound = (largest * 2.0 ** -8 * (3.5 if qtype == Q.Q4_1 else 1.05)).expand_as(blocks)
         assert ((ours.reshape(blocks.shape) - blocks).abs() <= bound).all(), name
-    assert torch.equal(model.model.embed_tokens.weight, dequantized.model.embed_tokens.weight)
+    # The input embedding stays quantized too, with float32 scales: the file's table to float32 rounding
+    # (exactly, but for Q4_1's zero point, which adds one rounding).
+    embedding = model.model.embed_tokens
+    assert type(embedding) is QuantizedEmbedding and embedding.bits == BITS[qtype]
+    table = dequantized.model.embed_tokens.weight
+    torch.testing.assert_close(embedding.dequantize(), table, rtol=0 if qtype != Q.Q4_1 else 2e-7,
+                               atol=0 if qtype != Q.Q4_1 else 1e-7 * table.abs().max().item())
+    assert torch.equal(embedding(IDS), embedding.dequantize()[IDS])
     assert not model.config.tie_word_embeddings  # the output layer has codes of its own now
     stored = model.config.quantization_config
     assert stored == {"quant_method": "torchformers", "bits": BITS[qtype], "group_size": 32,
-                      "modules_to_not_convert": []}
+                      "modules_to_not_convert": [], "quantized_embeddings": ["model.embed_tokens"]}
     with torch.no_grad():
         expected_logits, logits = dequantized(IDS).logits, model(IDS).logits
     # Activations run in bfloat16 through the int4/int8 kernels.
@@ -136,16 +143,32 @@ def test_mixed_bits_save_and_reload(tmp_path):
                             overrides={"token_embd.weight": (embedding, Q.Q8_0)})
     quantized = torchformers.AutoModelForCausalLM.from_pretrained(path, dequantize=False)
     assert type(quantized.lm_head) is Int8Linear and type(quantized.model.layers[0].mlp.up_proj) is Int4Linear
-    assert quantized.config.quantization_config["bits_by_module"] == {"lm_head": 8}
+    bits_by_module = {"lm_head": 8, "model.embed_tokens": 8}
+    assert quantized.config.quantization_config["bits_by_module"] == bits_by_module
     quantized.save_pretrained(tmp_path / "saved")
     stored = json.loads((tmp_path / "saved" / "config.json").read_text())
-    assert stored["quantization_config"]["bits_by_module"] == {"lm_head": 8} and not stored["tie_word_embeddings"]
+    assert stored["quantization_config"]["bits_by_module"] == bits_by_module and not stored["tie_word_embeddings"]
     reloaded = torchformers.AutoModelForCausalLM.from_pretrained(tmp_path / "saved")
-    for name, layer in quantized_layers(quantized).items():
+    for name, layer in [*quantized_layers(quantized).items(), ("model.embed_tokens", quantized.model.embed_tokens)]:
         again = reloaded.get_submodule(name)
         assert type(again) is type(layer) and torch.equal(again.dequantize(), layer.dequantize()), name
     with torch.no_grad():
         assert torch.equal(reloaded(IDS).logits, quantized(IDS).logits)
+
+
+def test_quantized_embedding_follows_dtype_casts_and_refuses_resizing(tmp_path):
+    path = write_model_gguf(tmp_path / "m.gguf", reference_model(tie=True), "llama", qtype=Q.Q4_1)
+    model = torchformers.AutoModelForCausalLM.from_pretrained(path, dequantize=False)
+    embedding = model.model.embed_tokens
+    table = embedding.dequantize()
+    model.to(torch.bfloat16)
+    assert embedding.dtype is torch.bfloat16 and embedding.weight.dtype is torch.uint8
+    assert embedding(IDS).dtype is torch.bfloat16
+    torch.testing.assert_close(embedding(IDS).float(), table[IDS].to(torch.bfloat16).float(), rtol=1e-2, atol=1e-3)
+    model.to("cpu")  # a device move keeps the dtype
+    assert embedding.dtype is torch.bfloat16
+    with pytest.raises(UnsupportedArgumentError, match="dequantize=True to resize"):
+        model.resize_token_embeddings(300)
 
 
 def test_refusals(tmp_path):
@@ -183,6 +206,7 @@ def test_smollm2_runs_quantized_close_to_the_dequantized_model(smollm2):
     layers = quantized_layers(quantized)
     assert len(layers) == 30 * 7 + 1
     assert type(quantized.lm_head) is Int8Linear  # the Q8_0 embedding's blocks
+    assert type(quantized.model.embed_tokens) is QuantizedEmbedding  # 30 MB instead of 113 MB in float32
     assert all(type(layer) is Int4Linear for name, layer in layers.items() if name != "lm_head")
     messages = [{"role": "user", "content": "Explain in a few sentences why the sky is blue."}]
     prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",

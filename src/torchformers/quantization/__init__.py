@@ -14,6 +14,7 @@ _LAZY_NAMES = {
     "Int8Linear": "linear",
     "Int4Linear": "linear",
     "QuantizedLinear": "linear",
+    "QuantizedEmbedding": "embedding",
     "quantize": "quantizer",
 }
 __all__ = sorted(_LAZY_NAMES)

@@ -36,12 +36,17 @@ class WeightOnlyConfig:
         bits_by_module: layers quantized with other bits than ``bits``, ``{name or dotted
             suffix: 8 or 4}`` (a GGUF file loaded with ``dequantize=False`` may keep its output
             layer in int8 and the rest in int4). They share ``group_size``.
+        quantized_embeddings: input embeddings (by name) kept as int8/int4 codes
+            (:class:`~torchformers.quantization.embedding.QuantizedEmbedding`), with
+            ``bits_for(name)`` bits and ``group_size``. A GGUF file loaded with ``dequantize=False``
+            keeps its token embedding so when the file stores it as Q8_0, Q4_0 or Q4_1.
     """
 
     bits: int = 8
     group_size: int | None = None
     modules_to_not_convert: list[str] | None = field(default=None)
     bits_by_module: dict[str, int] | None = field(default=None)
+    quantized_embeddings: list[str] | None = field(default=None)
 
     def __post_init__(self) -> None:
         if self.bits not in (4, 8):
@@ -67,6 +72,12 @@ class WeightOnlyConfig:
             ):
                 raise ConfigError("WeightOnlyConfig: modules_to_not_convert must be a list of module names.")
             self.modules_to_not_convert = list(self.modules_to_not_convert)
+        if self.quantized_embeddings is not None:
+            if isinstance(self.quantized_embeddings, str) or not all(
+                isinstance(name, str) for name in self.quantized_embeddings
+            ):
+                raise ConfigError("WeightOnlyConfig: quantized_embeddings must be a list of module names.")
+            self.quantized_embeddings = list(self.quantized_embeddings)
 
     @property
     def quant_method(self) -> str:
@@ -78,6 +89,8 @@ class WeightOnlyConfig:
                   "modules_to_not_convert": self.modules_to_not_convert}
         if self.bits_by_module:
             values["bits_by_module"] = self.bits_by_module
+        if self.quantized_embeddings:
+            values["quantized_embeddings"] = self.quantized_embeddings
         return values
 
     def bits_for(self, name: str) -> int:
@@ -97,11 +110,12 @@ class WeightOnlyConfig:
                 f"format only (quant_method {QUANT_METHOD!r}). Load the full-precision checkpoint and pass "
                 "quantization_config=WeightOnlyConfig(bits=8) or bits=4 (torchformers.quantization) instead."
             )
-        unknown = sorted(set(values) - {"bits", "group_size", "modules_to_not_convert", "bits_by_module"})
+        known = {"bits", "group_size", "modules_to_not_convert", "bits_by_module", "quantized_embeddings"}
+        unknown = sorted(set(values) - known)
         if unknown:
             raise ConfigError(
-                f"quantization_config has keys {unknown} that WeightOnlyConfig does not know; it takes bits, "
-                "group_size, modules_to_not_convert and bits_by_module."
+                f"quantization_config has keys {unknown} that WeightOnlyConfig does not know; it takes "
+                f"{', '.join(sorted(known))}."
             )
         return cls(**values)
 

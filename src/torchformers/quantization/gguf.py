@@ -190,9 +190,11 @@ def linear_layout_bits(type_id: int) -> int | None:
     return kept[0] if kept else None
 
 
-def linear_layout_tensors(raw: torch.Tensor, type_id: int) -> dict[str, torch.Tensor]:
+def linear_layout_tensors(raw: torch.Tensor, type_id: int, scale_dtype: torch.dtype = torch.bfloat16
+                          ) -> dict[str, torch.Tensor]:
     """A Q8_0, Q4_0 or Q4_1 weight's stored bytes (one row per output feature) as the checkpoint
-    tensors of an ``Int8Linear`` or ``Int4Linear`` with groups of 32 (see ``linear.py``).
+    tensors of an ``Int8Linear`` or ``Int4Linear`` with groups of 32 (see ``linear.py``), or, with
+    ``scale_dtype=torch.float32``, of a ``QuantizedEmbedding`` (whose float32 scales are exact).
 
     The codes are the file's codes. Scales (and int4 zero points) are bfloat16, the dtype the
     kernels read, so a half-float ``d`` loses its 3 lowest mantissa bits: scale and zero point
@@ -206,7 +208,7 @@ def linear_layout_tensors(raw: torch.Tensor, type_id: int) -> dict[str, torch.Te
     rows = raw.shape[0]
     codes, scale, offset = UNPACKERS[type_id](split_fields(layout, raw.reshape(-1, layout.ggml_type.block_bytes)))
     scale = scale.view(rows, -1)
-    tensors = {"weight_scale": scale.to(torch.bfloat16)}
+    tensors = {"weight_scale": scale.to(scale_dtype)}
     if bits == 8:
         tensors["weight"] = codes.reshape(rows, -1)
         return tensors
@@ -217,5 +219,5 @@ def linear_layout_tensors(raw: torch.Tensor, type_id: int) -> dict[str, torch.Te
     if offset is not None:
         zero = zero - offset.view(rows, -1)
     tensors["weight"] = pack_nibbles(stored_codes)
-    tensors["weight_zero"] = zero.to(torch.bfloat16)
+    tensors["weight_zero"] = zero.to(scale_dtype)
     return tensors

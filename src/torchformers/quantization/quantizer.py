@@ -18,6 +18,7 @@ from ..errors import ConfigError, UnsupportedArgumentError, describe_path
 from ..models.gpt2 import Conv1D
 from ..weights.gguf_checkpoint import GGUFCheckpoint
 from .config import WeightOnlyConfig, as_weight_only_config
+from .embedding import QuantizedEmbedding
 from .gguf import LINEAR_LAYOUT_GROUP_SIZE, LINEAR_LAYOUT_TYPES
 from .linear import QUANTIZED_LINEAR_CLASSES, QuantizedLinear, check_group_size, quantized_linear
 
@@ -36,6 +37,27 @@ def output_layer_name(model: nn.Module) -> str | None:
     get_output = getattr(model, "get_output_embeddings", None)
     output = get_output() if callable(get_output) else None
     return next((name for name, module in model.named_modules() if module is output), None) if output is not None else None
+
+
+def input_embedding_name(model: nn.Module) -> str | None:
+    """The name of the model's input embedding (``"model.embed_tokens"``), None for a model without one."""
+    try:
+        embedding = model.get_input_embeddings()
+    except (AttributeError, UnsupportedArgumentError):
+        return None
+    return next((name for name, module in model.named_modules() if module is embedding), None)
+
+
+def _empty_quantized_embedding(model: nn.Module, name: str, bits: int, group_size: int) -> None:
+    """Swap the float embedding ``name`` of a model built on the meta device for an empty quantized one."""
+    old = model.get_submodule(name)
+    if not isinstance(old, nn.Embedding):
+        raise UnsupportedArgumentError(
+            f"quantization_config lists {name!r} in quantized_embeddings, but {type(model).__name__} has a "
+            f"{type(old).__name__} there, not an embedding."
+        )
+    model.set_submodule(name, QuantizedEmbedding(old.num_embeddings, old.embedding_dim, bits, group_size,
+                                                 padding_idx=old.padding_idx, dtype=old.weight.dtype, device="meta"))
 
 
 def default_modules_to_not_convert(model: nn.Module) -> list[str]:
@@ -117,6 +139,8 @@ def _replace_with_empty_quantized_layers(model: nn.Module, config: WeightOnlyCon
         layer_class = QUANTIZED_LINEAR_CLASSES[config.bits_for(name)]
         model.set_submodule(name, layer_class(in_features, out_features, config.group_size,
                                               bias=layer.bias is not None, device="meta"))
+    for name in config.quantized_embeddings or []:
+        _empty_quantized_embedding(model, name, config.bits_for(name), config.group_size)
 
 
 class QuantizedLoad:
@@ -144,8 +168,10 @@ class GGUFQuantizedLoad:
     tensors (norms, the input embedding, matrices of other types) load dequantized as usual.
 
     An output layer tied to the embedding (llama.cpp then writes no ``output.weight``) is built
-    from the embedding's blocks, so the largest product of a decode step stays quantized; the
-    embedding itself is dequantized for the lookup and the two are no longer tied.
+    from the embedding's blocks, so the largest product of a decode step stays quantized. The
+    input embedding, when stored in one of those types, stays quantized too (a
+    :class:`~torchformers.quantization.embedding.QuantizedEmbedding` that dequantizes the rows
+    it looks up); the two are no longer tied.
     """
 
     def __init__(self, checkpoint: GGUFCheckpoint) -> None:
@@ -173,7 +199,14 @@ class GGUFQuantizedLoad:
             modules_to_not_convert=[name for name in linear_names if name not in kept],
             bits_by_module={name: layer_bits for name, (_, layer_bits) in kept.items() if layer_bits != majority},
         )
-        _untie_quantized(model, set(kept))
+        embedding = input_embedding_name(model)
+        embedding_kept = embedding is not None and embedding in sources and isinstance(
+            model.get_submodule(embedding), nn.Embedding)
+        if embedding_kept:
+            self.config.quantized_embeddings = [embedding]
+            if sources[embedding][1] != majority:
+                self.config.bits_by_module = {**(self.config.bits_by_module or {}), embedding: sources[embedding][1]}
+        _untie_quantized(model, set(kept) | ({embedding} if embedding_kept else set()))
         for name in kept:
             layer = model.get_submodule(name)
             out_features, in_features = linear_weight(layer).shape
@@ -181,6 +214,10 @@ class GGUFQuantizedLoad:
             model.set_submodule(name, layer_class(in_features, out_features, LINEAR_LAYOUT_GROUP_SIZE,
                                                   bias=layer.bias is not None, device="meta"))
         self.checkpoint.kept_quantized = {name: tensor for name, (tensor, _) in kept.items()}
+        if embedding_kept:
+            _empty_quantized_embedding(model, embedding, self.config.bits_for(embedding), LINEAR_LAYOUT_GROUP_SIZE)
+            self.checkpoint.kept_quantized[embedding] = sources[embedding][0]
+            self.checkpoint.float_scales.add(embedding)
 
     def after_loading(self, model: nn.Module) -> None:
         model.config.quantization_config = self.config.to_dict()

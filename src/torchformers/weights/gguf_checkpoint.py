@@ -45,10 +45,13 @@ class GGUFCheckpoint(Checkpoint):
     are given as an int8 or int4 layer's tensors (``weight``, ``weight_scale`` and, for int4,
     ``weight_zero``) instead of a float ``weight``; the loader sets it once it has built those
     layers. A tensor may serve a second module: a tied output layer reads the embedding's blocks.
+    Modules in ``float_scales`` (a quantized input embedding) get float32 scales, the others the
+    bfloat16 ones the int8/int4 kernels read.
     """
 
     config: Any = None
     kept_quantized: dict[str, str] = field(default_factory=dict)
+    float_scales: set[str] = field(default_factory=set)
     gguf: GGUFFile = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -86,7 +89,8 @@ class GGUFCheckpoint(Checkpoint):
             rows = self._row_order(info)
             if rows is not None:
                 raw = raw[rows]
-            for suffix, tensor in linear_layout_tensors(raw, info.type_id).items():
+            scale_dtype = torch.float32 if module in self.float_scales else torch.bfloat16
+            for suffix, tensor in linear_layout_tensors(raw, info.type_id, scale_dtype).items():
                 yield f"{module}.{suffix}", tensor, path
 
     def _row_order(self, info: GGUFTensorInfo) -> torch.Tensor | None:
