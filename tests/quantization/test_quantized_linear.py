@@ -10,6 +10,7 @@ import torch
 from torch.nn import functional as F
 
 from torchformers.errors import ConfigError
+from torchformers.nn.linear import project
 from torchformers.quantization import Int4Linear, Int8Linear
 from torchformers.quantization.linear import (
     _codes_from_layout,
@@ -150,3 +151,33 @@ def test_gguf_style_blocks_load_without_requantizing():
     # m + 8d is rounded to bfloat16 once: within half a bfloat16 step of |m + 8d| of the exact weights.
     torch.testing.assert_close(q4_1.dequantize(), q4.float() * blockwise["d"] + blockwise["m"], atol=0.01, rtol=0)
     assert q4_0.kernel == "cpu" and q4_0.group_size == 32 and q8_0.group_size == 32
+
+
+def test_int4_projections_of_one_input_run_as_one_product_in_shared_buffers():
+    generator = torch.Generator().manual_seed(3)
+    weights = [torch.randn(rows, 128, generator=generator) for rows in (128, 64, 64)]
+    layers = tuple(quantized_linear(weight, None, 4, 32) for weight in weights)
+    if layers[0].kernel != "cpu":
+        pytest.skip("this PyTorch build has no CPU int4 kernel")
+    states = [copy.deepcopy(layer.state_dict()) for layer in layers]
+    x = torch.randn(3, 1, 128, generator=generator)
+    with torch.no_grad():
+        alone = [layer(x) for layer in layers]
+        together = project(x, layers)
+    assert all(torch.equal(a, b) for a, b in zip(alone, together, strict=True))
+    # The layers now hold views into the group's buffers: no second copy of the codes.
+    assert len({layer.packed.untyped_storage().data_ptr() for layer in layers}) == 1
+    for layer, state in zip(layers, states, strict=True):
+        assert all(torch.equal(state[key], value) for key, value in layer.state_dict().items())
+        with torch.no_grad():
+            assert torch.equal(layer(x), alone[layers.index(layer)])  # alone again, through the views
+    # A layer that changes (an adapter merged into it) regroups with its new codes.
+    layers[1].merge_delta(torch.ones(64, 128))
+    with torch.no_grad():
+        assert torch.equal(project(x, layers)[1], layers[1](x))
+        assert not torch.equal(project(x, layers)[1], alone[1])
+    # With a gradient to record, each layer runs on its own (the dequantized-gradient route).
+    trained = x.clone().requires_grad_()
+    outputs = project(trained, layers)
+    sum(output.sum() for output in outputs).backward()
+    assert trained.grad is not None

@@ -212,8 +212,14 @@ def project(x: torch.Tensor, layers: tuple[nn.Module, ...]) -> tuple[torch.Tenso
     Inside :func:`packed_for_decoding`, when every layer is a :class:`Linear`, a batch's
     decode step multiplies once by the packed concatenation of their weights: one product
     of 960 or 3072 outputs instead of two or three small ones (the packed copy exists
-    anyway, so concatenating costs no memory). Elsewhere each layer is called as usual.
+    anyway, so concatenating costs no memory). A layer type with a ``project_group(x, layers)``
+    method (int4 layers) groups its own way, or returns None. Elsewhere each layer is called as usual.
     """
+    project_group = getattr(layers[0], "project_group", None)  # layers with a grouped product of their own
+    if project_group is not None:
+        outputs = project_group(x, layers)
+        if outputs is not None:
+            return outputs
     packings = [layer.__dict__.get("_packing") for layer in layers]
     weight = layers[0].weight if packings[0] is not None else None
     if weight is None or None in packings or not (_decode_rows(x, weight) > 1 and onednn_infers(x, weight)):

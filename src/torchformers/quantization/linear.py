@@ -534,12 +534,52 @@ class Int4Linear(QuantizedLinear):
         return dequantize_weight(self.codes(), scale, zero, dtype)
 
     def _matmul(self, x: torch.Tensor) -> torch.Tensor:
+        # scale_and_zero is a strided view when the layer shares a group's buffers (see project_group).
         if self.kernel == "cpu" and x.is_cpu:
             return self._kernel_call(x, torch._weight_int4pack_mm_for_cpu, self.packed, self.group_size,
-                                     self.scale_and_zero)
+                                     self.scale_and_zero.contiguous())
         if self.kernel == "cuda" and x.is_cuda:
-            return self._kernel_call(x, torch._weight_int4pack_mm, self.packed, self.group_size, self.scale_and_zero)
+            return self._kernel_call(x, torch._weight_int4pack_mm, self.packed, self.group_size,
+                                     self.scale_and_zero.contiguous())
         return self._dequantized_linear(x)
+
+    def project_group(self, x: torch.Tensor, layers: tuple[nn.Module, ...]) -> tuple[torch.Tensor, ...] | None:
+        """``layer(x)`` for each of ``layers`` (this layer first; projections of the same input, such
+        as q, k and v) as one int4 kernel call, or None where that does not apply.
+
+        One call over the concatenated rows costs less than one per layer (per-call overhead, and
+        one cast of ``x`` to bfloat16 instead of several): +12% decode speed on SmolLM2's Q4_1 file.
+        The CPU layout packs rows in independent blocks, so the concatenation is the layers' packed
+        rows one after another; on first use each layer's buffers become views into the group's,
+        so memory does not grow. Applies to CPU layers without bias, sharing input size and group
+        size, with no gradient to record, outside compiled graphs.
+        """
+        sizes = [layer.out_features for layer in layers]
+        if (torch.compiler.is_compiling() or not x.is_cpu or (torch.is_grad_enabled() and x.requires_grad)
+                or not all(type(layer) is Int4Linear and layer.kernel == "cpu" and layer.bias is None
+                           and layer.in_features == self.in_features and layer.group_size == self.group_size
+                           for layer in layers)
+                or any(size % 64 for size in sizes) or _independent_rows(self.in_features) is None):
+            return None
+        group = self.__dict__.get("_group")
+        if group is None or group[0] != _group_stamp(layers):
+            packed = torch.cat([layer.packed for layer in layers])
+            scale_and_zero = torch.cat([layer.scale_and_zero for layer in layers], dim=1)
+            start = 0
+            for layer, size in zip(layers, sizes, strict=True):
+                layer._buffers["packed"] = packed[start:start + size]
+                layer._buffers["scale_and_zero"] = scale_and_zero[:, start:start + size]
+                start += size
+            self.__dict__["_group"] = group = (_group_stamp(layers), packed, scale_and_zero)
+        rows = x.reshape(-1, self.in_features).to(KERNEL_DTYPE).contiguous()
+        out = torch._weight_int4pack_mm_for_cpu(rows, group[1], self.group_size, group[2]).to(x.dtype)
+        return out.view(*x.shape[:-1], sum(sizes)).split(sizes, dim=-1)
+
+
+def _group_stamp(layers: tuple[nn.Module, ...]) -> list[tuple[int, int, int, int]]:
+    """Where the layers' buffers are and their versions: a group is rebuilt when any changed."""
+    return [(layer.packed.data_ptr(), layer.packed._version, layer.scale_and_zero.data_ptr(),
+             layer.scale_and_zero._version) for layer in layers]
 
 
 QUANTIZED_LINEAR_CLASSES: dict[int, type[QuantizedLinear]] = {8: Int8Linear, 4: Int4Linear}
