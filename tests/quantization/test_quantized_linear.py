@@ -163,10 +163,12 @@ def test_int4_projections_of_one_input_run_as_one_product_in_shared_buffers():
     x = torch.randn(3, 1, 128, generator=generator)
     with torch.no_grad():
         alone = [layer(x) for layer in layers]
+    with torch.inference_mode():  # as generate() runs it: the group's buffers are inference tensors
         together = project(x, layers)
     assert all(torch.equal(a, b) for a, b in zip(alone, together, strict=True))
     # The layers now hold views into the group's buffers: no second copy of the codes.
     assert len({layer.packed.untyped_storage().data_ptr() for layer in layers}) == 1
+    assert not layers[0].packed.is_inference()
     for layer, state in zip(layers, states, strict=True):
         assert all(torch.equal(state[key], value) for key, value in layer.state_dict().items())
         with torch.no_grad():

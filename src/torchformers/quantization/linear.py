@@ -563,8 +563,10 @@ class Int4Linear(QuantizedLinear):
             return None
         group = self.__dict__.get("_group")
         if group is None or group[0] != _group_stamp(layers):
-            packed = torch.cat([layer.packed for layer in layers])
-            scale_and_zero = torch.cat([layer.scale_and_zero for layer in layers], dim=1)
+            # Built outside inference mode: the layers' buffers stay ordinary tensors (trainable around).
+            with torch.inference_mode(False):
+                packed = torch.cat([layer.packed for layer in layers])
+                scale_and_zero = torch.cat([layer.scale_and_zero for layer in layers], dim=1)
             start = 0
             for layer, size in zip(layers, sizes, strict=True):
                 layer._buffers["packed"] = packed[start:start + size]
@@ -577,9 +579,13 @@ class Int4Linear(QuantizedLinear):
 
 
 def _group_stamp(layers: tuple[nn.Module, ...]) -> list[tuple[int, int, int, int]]:
-    """Where the layers' buffers are and their versions: a group is rebuilt when any changed."""
-    return [(layer.packed.data_ptr(), layer.packed._version, layer.scale_and_zero.data_ptr(),
-             layer.scale_and_zero._version) for layer in layers]
+    """Where the layers' buffers are and their versions: a group is rebuilt when any changed.
+    (Tensors made under inference mode keep no version; their place still tells a replaced buffer.)"""
+    def version(tensor: torch.Tensor) -> int:
+        return -1 if tensor.is_inference() else tensor._version
+
+    return [(layer.packed.data_ptr(), version(layer.packed), layer.scale_and_zero.data_ptr(),
+             version(layer.scale_and_zero)) for layer in layers]
 
 
 QUANTIZED_LINEAR_CLASSES: dict[int, type[QuantizedLinear]] = {8: Int8Linear, 4: Int4Linear}
