@@ -4,6 +4,7 @@ checkpoint layout round-trips exactly, and the layouts take GGUF-style blocks.""
 from __future__ import annotations
 
 import copy
+import shutil
 
 import pytest
 import torch
@@ -183,3 +184,19 @@ def test_int4_projections_of_one_input_run_as_one_product_in_shared_buffers():
     outputs = project(trained, layers)
     sum(output.sum() for output in outputs).backward()
     assert trained.grad is not None
+
+
+@pytest.mark.skipif(not any(shutil.which(name) for name in ("g++", "c++", "clang++")),
+                    reason="torch.compile's inductor backend needs a C++ compiler, and this machine has none")
+def test_a_grouped_int4_layer_still_compiles():
+    # After a grouped call its codes are a view into the group's buffer; inductor must take that too.
+    generator = torch.Generator().manual_seed(4)
+    layers = tuple(quantized_linear(torch.randn(rows, 64, generator=generator), None, 4, 32) for rows in (64, 128))
+    if layers[0].kernel != "cpu":
+        pytest.skip("this PyTorch build has no CPU int4 kernel")
+    x = torch.randn(1, 1, 64, generator=generator)
+    with torch.inference_mode():
+        project(x, layers)
+        assert layers[1].packed.storage_offset() > 0
+        compiled = torch.compile(layers[1], fullgraph=True)
+        assert torch.equal(compiled(x), layers[1](x))
