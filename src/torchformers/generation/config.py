@@ -143,7 +143,9 @@ class CompileConfig:
     every step, and a graph with symbolic lengths is compiled once rather than once per length.
     The first decode step pays the compilation (about 15 s for a two-layer model and 1-2
     minutes for a 135M one on two CPU cores); the compiled step is kept on the model and
-    reused by later calls with the same settings.
+    reused by later calls with the same settings. On the CPU it pays off at batch 1 (llama-135m:
+    about 1.4x eager's tokens/s); eager batches of 2 to 16 rows multiply by packed oneDNN
+    weights and stay faster than compiled ones (measured 1.3-1.7x at 8 rows).
     """
 
     fullgraph: bool = False
