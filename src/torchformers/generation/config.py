@@ -145,7 +145,7 @@ class CompileConfig:
     minutes for a 135M one on two CPU cores); the compiled step is kept on the model and
     reused by later calls with the same settings. On the CPU it pays off at batch 1 (llama-135m:
     about 1.4x eager's tokens/s); eager batches of 2 to 16 rows multiply by packed oneDNN
-    weights and stay faster than compiled ones (measured 1.3-1.7x at 8 rows).
+    weights and stay faster than compiled ones (measured 1.2-1.3x at 8 rows).
     """
 
     fullgraph: bool = False
