@@ -549,8 +549,9 @@ class Int4Linear(QuantizedLinear):
         one cast of ``x`` to bfloat16 instead of several): +12% decode speed on SmolLM2's Q4_1 file.
         The CPU layout packs rows in independent blocks, so the concatenation is the layers' packed
         rows one after another; on first use each layer's codes become a view into the group's, so
-        their memory does not grow (the small scales are concatenated at each call: a strided view
-        of them would not reach the kernel inside compiled graphs). Applies to CPU layers without bias, sharing input size and group
+        their memory does not grow. The scales are copied into the group (a quarter of the codes'
+        size): concatenating them at each call cost more than the grouping saved, and layers holding
+        strided views of them would not reach the kernel inside compiled graphs. Applies to CPU layers without bias, sharing input size and group
         size, with no gradient to record, outside compiled graphs.
         """
         sizes = [layer.out_features for layer in layers]
@@ -565,14 +566,14 @@ class Int4Linear(QuantizedLinear):
             # Built outside inference mode: the layers' buffers stay ordinary tensors (trainable around).
             with torch.inference_mode(False):
                 packed = torch.cat([layer.packed for layer in layers])
+                scale_and_zero = torch.cat([layer.scale_and_zero for layer in layers], dim=1)
             start = 0
             for layer, size in zip(layers, sizes, strict=True):
                 layer._buffers["packed"] = packed[start:start + size]
                 start += size
-            self.__dict__["_group"] = group = (_group_stamp(layers), packed)
-        scale_and_zero = torch.cat([layer.scale_and_zero for layer in layers], dim=1)
+            self.__dict__["_group"] = group = (_group_stamp(layers), packed, scale_and_zero)
         rows = x.reshape(-1, self.in_features).to(KERNEL_DTYPE).contiguous()
-        out = torch._weight_int4pack_mm_for_cpu(rows, group[1], self.group_size, scale_and_zero).to(x.dtype)
+        out = torch._weight_int4pack_mm_for_cpu(rows, group[1], self.group_size, group[2]).to(x.dtype)
         return out.view(*x.shape[:-1], sum(sizes)).split(sizes, dim=-1)
 
 
