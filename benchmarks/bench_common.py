@@ -26,3 +26,16 @@ def add_models_dir_argument(parser: argparse.ArgumentParser) -> None:
 def add_threads_and_json_arguments(parser: argparse.ArgumentParser, threads_help: str) -> None:
     parser.add_argument("--threads", type=int, default=None, help=threads_help)
     parser.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
+
+
+# Child-process code (a benchmark child's source is a string): ``weight_bytes(model)``, the bytes of
+# the model's parameters and buffers, each storage once, plus what layers made for decoding (the
+# copied scales of int4 groups, kept in a layer's ``_group``). Measure it after generating.
+WEIGHT_BYTES_CODE = """
+def weight_bytes(model):
+    made = [value for module in model.modules() for value in module.__dict__.get("_group", ())[1:]]
+    storages = {}
+    for tensor in [*model.parameters(), *model.buffers(), *made]:
+        storages[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
+    return sum(storages.values())
+"""

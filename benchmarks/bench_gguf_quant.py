@@ -40,6 +40,8 @@ import subprocess
 import sys
 from typing import Any
 
+from bench_common import WEIGHT_BYTES_CODE
+
 PACKAGED_NAME = "SmolLM2-135M-Instruct-Q4_1-GGUF"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 PROMPT = "Write a short story about a lighthouse keeper who finds a message in a bottle."
@@ -91,7 +93,7 @@ print({RESULT_PREFIX!r} + json.dumps({{
     "weight_bytes": llama_cpp.llama_model_size(llm.model), "warm_up_s": warm_up_s}}), flush=True)
 """
 
-TORCHFORMERS_CODE = PROMPT_CODE + f"""\
+TORCHFORMERS_CODE = PROMPT_CODE + WEIGHT_BYTES_CODE + f"""\
 import torch
 torch.set_num_threads(threads)
 if "dtype" in spec:
@@ -100,9 +102,6 @@ options = spec.pop("generate", {{}})
 if "compile_config" in options:
     options["compile_config"] = torchformers.CompileConfig(**options["compile_config"])
 model = torchformers.AutoModelForCausalLM.from_pretrained(directory, gguf_file={GGUF_FILE!r}, **spec)
-storages = {{}}
-for tensor in [*model.parameters(), *model.buffers()]:
-    storages[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
 
 import types
 stamps = []  # a streamer's put() gets the prompt, then each new token
@@ -117,7 +116,7 @@ times = stamps[1:]
 print({RESULT_PREFIX!r} + json.dumps({{
     "decode_tokens_per_s": (len(times) - 1) / (times[-1] - times[0]),
     "tokens": output[0, prompt.shape[1]:].tolist(), "threads": torch.get_num_threads(),
-    "weight_bytes": sum(storages.values()), "warm_up_s": warm_up_s}}), flush=True)
+    "weight_bytes": weight_bytes(model), "warm_up_s": warm_up_s}}), flush=True)
 """
 
 AGREEMENT_CODE = PROMPT_CODE + f"""\

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import add_models_dir_argument, add_threads_and_json_arguments  # noqa: E402
+from bench_common import WEIGHT_BYTES_CODE, add_models_dir_argument, add_threads_and_json_arguments  # noqa: E402
 from bench_generate import child_env, ensure_models  # noqa: E402
 
 VARIANTS: dict[str, dict[str, Any] | None] = {
@@ -41,15 +41,12 @@ PROMPT_TOKENS = 32
 NEW_TOKENS = 128
 RESULT_PREFIX = "BENCH_QUANT_RESULT "
 
-CHILD_CODE = f"""\
+CHILD_CODE = WEIGHT_BYTES_CODE + f"""\
 import json, sys, time
 path, quantization = sys.argv[1], json.loads(sys.argv[2])
 import torch
 import torchformers
 model = torchformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, quantization_config=quantization)
-storages = {{}}
-for tensor in [*model.parameters(), *model.buffers()]:
-    storages[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
 vocab = model.config.vocab_size
 with torch.no_grad():
     torch.manual_seed(0)
@@ -60,7 +57,7 @@ with torch.no_grad():
     out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens={NEW_TOKENS},
                          min_new_tokens={NEW_TOKENS}, do_sample=False)
     seconds = time.perf_counter() - start
-print({RESULT_PREFIX!r} + json.dumps({{"tokens_per_s": {NEW_TOKENS} / seconds, "weight_bytes": sum(storages.values()),
+print({RESULT_PREFIX!r} + json.dumps({{"tokens_per_s": {NEW_TOKENS} / seconds, "weight_bytes": weight_bytes(model),
                                       "tokens": out[0, {PROMPT_TOKENS}:].tolist(),
                                       "threads": torch.get_num_threads()}}), flush=True)
 """
