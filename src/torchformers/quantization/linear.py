@@ -551,8 +551,9 @@ class Int4Linear(QuantizedLinear):
         rows one after another; on first use each layer's codes become a view into the group's, so
         their memory does not grow. The scales are copied into the group (a quarter of the codes'
         size): concatenating them at each call cost more than the grouping saved, and layers holding
-        strided views of them would not reach the kernel inside compiled graphs. Applies to CPU layers without bias, sharing input size and group
-        size, with no gradient to record, outside compiled graphs.
+        strided views of them would not reach the kernel inside compiled graphs. Applies to CPU
+        layers without bias that share input size and group size, with no gradient to record,
+        outside compiled graphs.
         """
         sizes = [layer.out_features for layer in layers]
         if (torch.compiler.is_compiling() or not x.is_cpu or (torch.is_grad_enabled() and x.requires_grad)
