@@ -165,7 +165,7 @@ class QuantizedLoad:
 class GGUFQuantizedLoad:
     """``from_pretrained(..., gguf_file=..., dequantize=False)``: the linear layers a GGUF file stores
     as Q8_0, Q4_0 or Q4_1 become int8 or int4 layers (groups of 32) holding the file's codes; other
-    tensors (norms, the input embedding, matrices of other types) load dequantized as usual.
+    tensors (norms, matrices of other types) load dequantized as usual.
 
     An output layer tied to the embedding (llama.cpp then writes no ``output.weight``) is built
     from the embedding's blocks, so the largest product of a decode step stays quantized. The
