@@ -1,5 +1,5 @@
-"""Quantized weight formats: weight-only int8/int4 linear layers (``linear.py``, ``quantizer.py``)
-and GGUF blocks (``gguf.py``).
+"""Quantized weight formats: weight-only int8/int4 linear layers (``linear.py``, ``quantizer.py``),
+int8/int4 input embeddings (``embedding.py``) and GGUF blocks (``gguf.py``).
 
 Names are imported on first use, so reading GGUF blocks does not import the model families.
 """
