@@ -408,7 +408,8 @@ class PreTrainedModel(nn.Module):
         ``gguf_file`` names a GGUF file in the directory or repository (a path to a ``.gguf``
         file works on its own too): config and weights come from it, dequantized to float32 by
         default, as in the reference library. ``dequantize=False`` (torchformers only) keeps the
-        linear layers stored as Q8_0, Q4_0 or Q4_1 quantized, as int8 or int4 layers.
+        linear layers stored as Q8_0, Q4_0 or Q4_1 quantized, as int8 or int4 layers, and a token
+        embedding stored so as a quantized embedding.
         """
         if kwargs.pop("trust_remote_code", False):
             raise RemoteCodeError(REMOTE_CODE_MESSAGE)

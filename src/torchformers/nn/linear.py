@@ -26,6 +26,7 @@ from torch.nn import functional as F
 from .onednn import (
     CAN_PACK_WEIGHTS,
     inference_linear,
+    needs_backward,
     onednn_infers,
     onednn_trains,
     pack_weight,
@@ -110,7 +111,7 @@ def linear_transposed(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor 
     opaque operation: inductor would otherwise turn the one-row blocked product into its
     own loops, which made compiled GPT-2 decoding about 1.5x slower than eager.
     """
-    if torch.compiler.is_compiling() and _decode_rows(x, weight) and not _needs_grad(x, weight, bias):
+    if torch.compiler.is_compiling() and _decode_rows(x, weight) and not needs_backward(x, weight, bias):
         return _decode_linear_transposed(x, weight, bias)
     return _linear_transposed(x, weight, bias)
 
@@ -144,10 +145,6 @@ def _(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch
     return x.new_empty(*x.shape[:-1], weight.shape[1])
 
 
-def _needs_grad(*tensors: torch.Tensor | None) -> bool:
-    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
-
-
 class Linear(nn.Linear):
     """``nn.Linear`` (same parameters, state dict and initialization) whose forward uses :func:`linear`.
 
@@ -177,9 +174,33 @@ class Linear(nn.Linear):
     def _packed_weight(self, weight: torch.Tensor, packing: dict) -> torch.Tensor:
         """The oneDNN-packed copy of ``weight``, made on first use and again if the weight changed."""
         cached = packing.get("weight")
-        if cached is None or not _unchanged(cached[0], [weight]):
-            packing["weight"] = cached = (_stamp([weight]), pack_weight(weight, packing["rows"]))
+        if cached is None or not unchanged(cached[0], [weight]):
+            packing["weight"] = cached = (stamp([weight]), pack_weight(weight, packing["rows"]))
         return cached[1]
+
+    def project_group(self, x: torch.Tensor, layers: tuple[nn.Module, ...]) -> tuple[torch.Tensor, ...] | None:
+        """The outputs of ``layers`` (this layer first) as one packed product, or None where that does not apply.
+
+        Inside :func:`packed_for_decoding`, when every layer is a packing :class:`Linear`, a
+        batch's decode step multiplies once by the packed concatenation of their weights: one
+        product of 960 or 3072 outputs instead of two or three small ones (the packed copy
+        exists anyway, so concatenating costs no memory).
+        """
+        packings = [layer.__dict__.get("_packing") for layer in layers]
+        if None in packings or not (_decode_rows(x, self.weight) > 1 and onednn_infers(x, self.weight)):
+            return None
+        weights = [layer.weight for layer in layers]
+        biases = [layer.bias for layer in layers]
+        has_bias = [b is not None for b in biases]
+        if any(has_bias) and not all(has_bias):
+            return None
+        sources = weights + biases if all(has_bias) else weights
+        group = packings[0].get("group")
+        if group is None or not unchanged(group[0], sources):
+            bias = torch.cat(biases) if all(has_bias) else None
+            packings[0]["group"] = group = (stamp(sources), pack_weight(torch.cat(weights), packings[0]["rows"]), bias)
+        out = packed_linear(x, group[1], group[2])
+        return out.split([w.shape[0] for w in weights], dim=-1)
 
     def _weight_blocks(self, weight: torch.Tensor) -> torch.Tensor | None:
         """``weight`` as (BLOCKS, out/BLOCKS, in) for the batched route, or None where it does not apply."""
@@ -193,49 +214,35 @@ class Linear(nn.Linear):
         return blocks
 
 
-def _stamp(tensors: list[torch.Tensor]) -> list[tuple[torch.Tensor, int, int]]:
-    """What a packed copy was made from: each tensor, its version (bumped by in-place changes) and
-    its storage (replaced by an assignment to ``.data``)."""
-    return [(tensor, tensor._version, tensor.data_ptr()) for tensor in tensors]
+def stamp(tensors: list[torch.Tensor]) -> list[tuple[torch.Tensor, int, int]]:
+    """What a derived copy (a packed or concatenated weight) was made from: each tensor, its
+    version (bumped by in-place changes) and its storage (replaced by an assignment to ``.data``)."""
+    return [(tensor, _version(tensor), tensor.data_ptr()) for tensor in tensors]
 
 
-def _unchanged(stamp: list[tuple[torch.Tensor, int, int]], tensors: list[torch.Tensor]) -> bool:
-    return len(stamp) == len(tensors) and all(
-        old is new and version == new._version and address == new.data_ptr()
-        for (old, version, address), new in zip(stamp, tensors, strict=True)
+def unchanged(made_from: list[tuple[torch.Tensor, int, int]], tensors: list[torch.Tensor]) -> bool:
+    """Whether ``tensors`` are still what :func:`stamp` recorded: the same objects, versions and storage."""
+    return len(made_from) == len(tensors) and all(
+        old is new and version == _version(new) and address == new.data_ptr()
+        for (old, version, address), new in zip(made_from, tensors, strict=True)
     )
+
+
+def _version(tensor: torch.Tensor) -> int:
+    # Tensors made under inference mode keep no version; their object and storage still tell a replacement.
+    return -1 if tensor.is_inference() else tensor._version
 
 
 def project(x: torch.Tensor, layers: tuple[nn.Module, ...]) -> tuple[torch.Tensor, ...]:
     """``layer(x)`` for each of ``layers`` (projections of the same input, such as q, k and v).
 
-    Inside :func:`packed_for_decoding`, when every layer is a :class:`Linear`, a batch's
-    decode step multiplies once by the packed concatenation of their weights: one product
-    of 960 or 3072 outputs instead of two or three small ones (the packed copy exists
-    anyway, so concatenating costs no memory). A layer type with a ``project_group(x, layers)``
-    method (int4 layers) groups its own way, or returns None. Elsewhere each layer is called as usual.
+    When the first layer has a ``project_group(x, layers)`` method, it may compute them all
+    as one product (see :meth:`Linear.project_group`, and int4 layers'); it returns None where
+    it cannot, and each layer is called as usual.
     """
-    project_group = getattr(layers[0], "project_group", None)  # layers with a grouped product of their own
-    if project_group is not None:
-        outputs = project_group(x, layers)
-        if outputs is not None:
-            return outputs
-    packings = [layer.__dict__.get("_packing") for layer in layers]
-    weight = layers[0].weight if packings[0] is not None else None
-    if weight is None or None in packings or not (_decode_rows(x, weight) > 1 and onednn_infers(x, weight)):
-        return tuple(layer(x) for layer in layers)
-    weights = [layer.weight for layer in layers]
-    biases = [layer.bias for layer in layers]
-    has_bias = [b is not None for b in biases]
-    if any(has_bias) and not all(has_bias):
-        return tuple(layer(x) for layer in layers)
-    sources = weights + biases if all(has_bias) else weights
-    group = packings[0].get("group")
-    if group is None or not _unchanged(group[0], sources):
-        bias = torch.cat(biases) if all(has_bias) else None
-        packings[0]["group"] = group = (_stamp(sources), pack_weight(torch.cat(weights), packings[0]["rows"]), bias)
-    out = packed_linear(x, group[1], group[2])
-    return out.split([w.shape[0] for w in weights], dim=-1)
+    project_group = getattr(layers[0], "project_group", None)
+    outputs = project_group(x, layers) if project_group is not None else None
+    return outputs if outputs is not None else tuple(layer(x) for layer in layers)
 
 
 @contextmanager

@@ -33,18 +33,19 @@ def _float32_cpu_product(x: torch.Tensor, weight: torch.Tensor) -> bool:
     )
 
 
-def _needs_backward(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    return torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
+def needs_backward(*tensors: torch.Tensor | None) -> bool:
+    """Whether autograd records an operation on ``tensors`` (None entries, an absent bias, are skipped)."""
+    return torch.is_grad_enabled() and any(tensor is not None and tensor.requires_grad for tensor in tensors)
 
 
 def onednn_trains(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """Whether ``x @ weight.T`` needs a backward and oneDNN should compute it (CPU float32, no autocast)."""
-    return ONEDNN_TRAINING and _needs_backward(x, weight) and _float32_cpu_product(x, weight)
+    return ONEDNN_TRAINING and needs_backward(x, weight) and _float32_cpu_product(x, weight)
 
 
 def onednn_infers(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """Whether ``x @ weight.T`` needs no backward and oneDNN can compute it (CPU float32, no autocast)."""
-    return not _needs_backward(x, weight) and _float32_cpu_product(x, weight)
+    return not needs_backward(x, weight) and _float32_cpu_product(x, weight)
 
 
 def inference_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:

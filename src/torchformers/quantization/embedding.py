@@ -11,8 +11,6 @@ exactly, so the rows equal the dequantized file's to float32 rounding.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import nn
 
@@ -37,7 +35,6 @@ class QuantizedEmbedding(nn.Module):
         self.bits = bits
         self.group_size = group_size
         self.padding_idx = padding_idx
-        self.dtype = dtype
         groups = embedding_dim // group_size
         if bits == 8:
             codes = torch.zeros(num_embeddings, embedding_dim, dtype=torch.int8, device=device)
@@ -47,6 +44,11 @@ class QuantizedEmbedding(nn.Module):
         self.register_buffer("weight_scale", torch.ones(num_embeddings, groups, dtype=dtype, device=device))
         if bits == 4:
             self.register_buffer("weight_zero", torch.zeros(num_embeddings, groups, dtype=dtype, device=device))
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The rows' dtype: the scales', which follow the model's dtype casts (the codes do not)."""
+        return self.weight_scale.dtype
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         flat = input_ids.reshape(-1)
@@ -62,12 +64,6 @@ class QuantizedEmbedding(nn.Module):
         codes = unpack_nibbles(self.weight) if self.bits == 4 else self.weight
         zero = self.weight_zero if self.bits == 4 else None
         return dequantize_weight(codes, self.weight_scale, zero, dtype or self.dtype)
-
-    def _apply(self, fn: Any, recurse: bool = True) -> QuantizedEmbedding:
-        # A dtype cast changes the rows' dtype (and the scales'); a device move moves everything.
-        # The probe has the current dtype, so a pure device move leaves it as it is.
-        self.dtype = fn(torch.empty(0, dtype=self.dtype)).dtype
-        return super()._apply(fn, recurse)
 
     def extra_repr(self) -> str:
         return (f"{self.num_embeddings}, {self.embedding_dim}, bits={self.bits}, group_size={self.group_size}, "

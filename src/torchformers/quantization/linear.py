@@ -41,6 +41,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..errors import ConfigError, TorchformersError, WeightsMismatchError
+from ..nn.linear import stamp, unchanged
+from ..nn.onednn import needs_backward
 from .config import INT4_GROUP_SIZES
 
 KERNEL_DTYPE = torch.bfloat16
@@ -282,7 +284,7 @@ class QuantizedLinear(nn.Module):
         return next(iter(self._buffers.values())).device
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.is_grad_enabled() and x.requires_grad:
+        if needs_backward(x):
             output = _DequantizedGradient.apply(x, self)
         else:
             output = self._matmul(x)
@@ -556,14 +558,14 @@ class Int4Linear(QuantizedLinear):
         outside compiled graphs.
         """
         sizes = [layer.out_features for layer in layers]
-        if (torch.compiler.is_compiling() or not x.is_cpu or (torch.is_grad_enabled() and x.requires_grad)
+        if (torch.compiler.is_compiling() or not x.is_cpu or needs_backward(x)
                 or not all(type(layer) is Int4Linear and layer.kernel == "cpu" and layer.bias is None
                            and layer.in_features == self.in_features and layer.group_size == self.group_size
                            for layer in layers)
                 or any(size % 64 for size in sizes) or _independent_rows(self.in_features) is None):
             return None
         group = self.__dict__.get("_group")
-        if group is None or group[0] != _group_stamp(layers):
+        if group is None or not unchanged(group[0], _group_sources(layers)):
             # Built outside inference mode: the layers' buffers stay ordinary tensors (trainable around).
             with torch.inference_mode(False):
                 packed = torch.cat([layer.packed for layer in layers])
@@ -572,20 +574,15 @@ class Int4Linear(QuantizedLinear):
             for layer, size in zip(layers, sizes, strict=True):
                 layer._buffers["packed"] = packed[start:start + size]
                 start += size
-            self.__dict__["_group"] = group = (_group_stamp(layers), packed, scale_and_zero)
+            self.__dict__["_group"] = group = (stamp(_group_sources(layers)), packed, scale_and_zero)
         rows = x.reshape(-1, self.in_features).to(KERNEL_DTYPE).contiguous()
         out = torch._weight_int4pack_mm_for_cpu(rows, group[1], self.group_size, group[2]).to(x.dtype)
         return out.view(*x.shape[:-1], sum(sizes)).split(sizes, dim=-1)
 
 
-def _group_stamp(layers: tuple[nn.Module, ...]) -> list[tuple[int, int, int, int]]:
-    """Where the layers' buffers are and their versions: a group is rebuilt when any changed.
-    (Tensors made under inference mode keep no version; their place still tells a replaced buffer.)"""
-    def version(tensor: torch.Tensor) -> int:
-        return -1 if tensor.is_inference() else tensor._version
-
-    return [(layer.packed.data_ptr(), version(layer.packed), layer.scale_and_zero.data_ptr(),
-             version(layer.scale_and_zero)) for layer in layers]
+def _group_sources(layers: tuple[nn.Module, ...]) -> list[torch.Tensor]:
+    """The buffers an int4 group is made from: a group is rebuilt when any of them changed."""
+    return [tensor for layer in layers for tensor in (layer.packed, layer.scale_and_zero)]
 
 
 QUANTIZED_LINEAR_CLASSES: dict[int, type[QuantizedLinear]] = {8: Int8Linear, 4: Int4Linear}
