@@ -1,4 +1,4 @@
-"""RMSNorm equals the reference library's LlamaRMSNorm bit for bit, in float32 (one fused kernel) and
+"""RMSNorm equals the reference library's LlamaRMSNorm bit for bit, in float32 (torch.rms_norm) and
 in half precision (the reference's order of casts)."""
 
 from __future__ import annotations
