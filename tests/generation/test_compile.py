@@ -52,6 +52,24 @@ def test_compiled_decoding_traces_every_family(checkpoint):
         assert torch.equal(compiled, model.generate(ids, max_new_tokens=10, do_sample=False))
 
 
+
+def test_compile_options_reach_torch_compile(checkpoint):
+    # A guard filter (CompileConfig's docstring suggests torch's nn-module one) is handed to dynamo,
+    # which calls it with the guards of the decode step's graph.
+    _, _, model = checkpoint("llama")
+    ids = prompt(batch=1, length=6, seed=3)
+    seen = []
+
+    def keep_all(entries):
+        seen.append(len(entries))
+        return [True] * len(entries)
+
+    settings = CompileConfig(backend="eager", mode=None, options={"guard_filter_fn": keep_all})
+    compiled = model.generate(ids, max_new_tokens=6, do_sample=False, cache_implementation="static",
+                              compile_config=settings)
+    assert seen and seen[0] > 0
+    assert torch.equal(compiled, model.generate(ids, max_new_tokens=6, do_sample=False))
+
 def test_compile_settings_that_cannot_apply_raise(checkpoint, monkeypatch):
     _, _, model = checkpoint("llama")
     ids = prompt(batch=1, length=6, seed=2)

@@ -146,6 +146,13 @@ class CompileConfig:
     reused by later calls with the same settings. On the CPU it pays off at batch 1 (llama-135m:
     about 1.4x eager's tokens/s); eager batches of 2 to 16 rows multiply by packed oneDNN
     weights and stay faster than compiled ones (measured 1.2-1.3x at 8 rows).
+
+    Each compiled step first evaluates dynamo's guards, most of them on the model's modules
+    (about 7,000 on a 135M model, 1.3 ms of a 12 ms CPU step). For a model that stays as it
+    is between calls, ``CompileConfig(mode=None, options={"guard_filter_fn":
+    torch.compiler.skip_guard_on_all_nn_modules_unsafe})`` drops those: +13% tokens/s on
+    SmolLM2's Q4_1 file kept in int4. Unsafe, as torch's name says: after adapters are added or
+    the model is cast or moved, the old compiled step would still run.
     """
 
     fullgraph: bool = False
