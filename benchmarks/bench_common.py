@@ -33,7 +33,9 @@ def add_threads_and_json_arguments(parser: argparse.ArgumentParser, threads_help
 # copied scales of int4 groups, kept in a layer's ``_group``). Measure it after generating.
 WEIGHT_BYTES_CODE = """
 def weight_bytes(model):
-    made = [value for module in model.modules() for value in module.__dict__.get("_group", ())[1:]]
+    # Tensors an int4 group made (its joined codes and copied scales), beside the model's own.
+    made = [module.__dict__["_group"][name] for module in model.modules() if module.__dict__.get("_group")
+            for name in ("packed", "scale_and_zero")]
     storages = {}
     for tensor in [*model.parameters(), *model.buffers(), *made]:
         storages[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()

@@ -198,3 +198,36 @@ def test_a_grouped_int4_layer_still_compiles():
         assert layers[1].packed.storage_offset() > 0
         compiled = torch.compile(layers[1], fullgraph=True)
         assert torch.equal(compiled(x), layers[1](x))
+
+
+def _int4_calls(run) -> int:
+    run()  # compiles where it has to, outside the count
+    with torch.profiler.profile() as prof:
+        run()
+    return sum(event.count for event in prof.key_averages() if event.key == "aten::_weight_int4pack_mm_for_cpu")
+
+
+@pytest.mark.skipif(not any(shutil.which(name) for name in ("g++", "c++", "clang++")),
+                    reason="torch.compile's inductor backend needs a C++ compiler, and this machine has none")
+def test_a_compiled_graph_uses_the_group_an_eager_call_made_and_drops_it_when_a_member_changes():
+    generator = torch.Generator().manual_seed(5)
+    layers = tuple(quantized_linear(torch.randn(rows, 64, generator=generator), None, 4, 32) for rows in (128, 64, 64))
+    x = torch.randn(1, 1, 64, generator=generator)
+    compiled = torch.compile(lambda x: project(x, layers), fullgraph=True)
+    with torch.inference_mode():
+        alone = [layer(x) for layer in layers]
+        assert _int4_calls(lambda: compiled(x)) == 3  # no group yet: one call per layer
+        project(x, layers)  # an eager call (generate's prompt) makes the group
+        assert _int4_calls(lambda: compiled(x)) == 1
+        grouped = compiled(x)
+        assert all(torch.equal(a, b) for a, b in zip(alone, grouped, strict=True))
+        # A member that changes empties the group at once, before any eager call could notice.
+        layers[1].merge_delta(torch.ones(64, 64))
+        assert _int4_calls(lambda: compiled(x)) == 3
+        changed = compiled(x)
+        assert torch.equal(changed[1], layers[1](x)) and not torch.equal(changed[1], alone[1])
+        # A group whose member was replaced (an adapter wrapping it) is not used for the new set.
+        project(x, layers)
+        swapped = (layers[0], quantized_linear(torch.randn(64, 64, generator=generator), None, 4, 32), layers[2])
+        compiled_swapped = torch.compile(lambda x: project(x, swapped), fullgraph=True)
+        assert all(torch.equal(a, layer(x)) for a, layer in zip(compiled_swapped(x), swapped, strict=True))

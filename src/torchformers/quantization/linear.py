@@ -361,7 +361,14 @@ class QuantizedLinear(nn.Module):
                 if key.startswith(prefix) and "." not in key[len(prefix):] and key[len(prefix):] not in own
             )
 
+    def _leave_group(self) -> None:
+        """Empty the joined product this layer belongs to (see Int4Linear.project_group): its tensors change."""
+        group = self.__dict__.pop("_in_group", None)
+        if group is not None:
+            group.clear()
+
     def _apply(self, fn: Any, recurse: bool = True) -> QuantizedLinear:
+        self._leave_group()
         # Codes and scales follow device moves but not dtype casts (model.half() must not round the
         # scales: fn sees them as int16), and int4 codes moving to another device leave the kernel
         # layout, which belongs to one device, and are packed again there.
@@ -523,6 +530,7 @@ class Int4Linear(QuantizedLinear):
         self._set_codes(unpack_nibbles(tensors["weight"]), tensors["weight_scale"], tensors["weight_zero"])
 
     def _set_codes(self, codes: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor | None) -> None:
+        self._leave_group()
         device = codes.device
         self.kernel = None if codes.is_meta else _int4_kernel(device, self.out_features, self.in_features,
                                                                  self.group_size)
@@ -554,18 +562,29 @@ class Int4Linear(QuantizedLinear):
         their memory does not grow. The scales are copied into the group (a quarter of the codes'
         size): concatenating them at each call cost more than the grouping saved, and layers holding
         strided views of them would not reach the kernel inside compiled graphs. Applies to CPU
-        layers without bias that share input size and group size, with no gradient to record,
-        outside compiled graphs.
+        layers without bias that share input size and group size, with no gradient to record.
+        Compiled graphs use a group an eager call made (generate's prompt always runs eagerly):
+        inside them the stamps cannot be read, so a member that loads, merges or moves empties
+        the group it belongs to.
         """
         sizes = [layer.out_features for layer in layers]
-        if (torch.compiler.is_compiling() or not x.is_cpu or needs_backward(x)
+        if torch.compiler.is_compiling():
+            # The group an eager call made. getattr rather than __dict__: dynamo guards attribute reads
+            # (a group made or emptied later recompiles the step) but not reads of __dict__. A member
+            # replaced since (an adapter wrapping it) does not point at the group.
+            group = getattr(self, "_group", None)
+            if (not group or not x.is_cpu or needs_backward(x)
+                    or not all(getattr(layer, "_in_group", None) is group for layer in layers)):
+                return None
+            return self._group_product(x, group, sizes)
+        if (not x.is_cpu or needs_backward(x)
                 or not all(type(layer) is Int4Linear and layer.kernel == "cpu" and layer.bias is None
                            and layer.in_features == self.in_features and layer.group_size == self.group_size
                            for layer in layers)
                 or any(size % 64 for size in sizes) or _independent_rows(self.in_features) is None):
             return None
         group = self.__dict__.get("_group")
-        if group is None or not unchanged(group[0], _group_sources(layers)):
+        if not group or not unchanged(group["made_from"], _group_sources(layers)):
             # Built outside inference mode: the layers' buffers stay ordinary tensors (trainable around).
             with torch.inference_mode(False):
                 packed = torch.cat([layer.packed for layer in layers])
@@ -574,9 +593,16 @@ class Int4Linear(QuantizedLinear):
             for layer, size in zip(layers, sizes, strict=True):
                 layer._buffers["packed"] = packed[start:start + size]
                 start += size
-            self.__dict__["_group"] = group = (stamp(_group_sources(layers)), packed, scale_and_zero)
+            group = {"made_from": stamp(_group_sources(layers)), "packed": packed, "scale_and_zero": scale_and_zero}
+            self.__dict__["_group"] = group
+            for layer in layers:
+                layer.__dict__["_in_group"] = group  # the same dict: a member that changes empties it
+        return self._group_product(x, group, sizes)
+
+    def _group_product(self, x: torch.Tensor, group: dict, sizes: list[int]) -> tuple[torch.Tensor, ...]:
         rows = x.reshape(-1, self.in_features).to(KERNEL_DTYPE).contiguous()
-        out = torch._weight_int4pack_mm_for_cpu(rows, group[1], self.group_size, group[2]).to(x.dtype)
+        out = torch._weight_int4pack_mm_for_cpu(rows, group["packed"], self.group_size, group["scale_and_zero"])
+        out = out.to(x.dtype)
         return out.view(*x.shape[:-1], sum(sizes)).split(sizes, dim=-1)
 
 
