@@ -30,12 +30,12 @@ def add_threads_and_json_arguments(parser: argparse.ArgumentParser, threads_help
 
 # Child-process code (a benchmark child's source is a string): ``weight_bytes(model)``, the bytes of
 # the model's parameters and buffers, each storage once, plus what layers made for decoding (the
-# copied scales of int4 groups, kept in a layer's ``_group``). Measure it after generating.
+# copied scales of int4 groups, in the ``_in_group`` dict a group's layers share). Measure after generating.
 WEIGHT_BYTES_CODE = """
 def weight_bytes(model):
     # Tensors an int4 group made (its joined codes and copied scales), beside the model's own.
-    made = [module.__dict__["_group"][name] for module in model.modules() if module.__dict__.get("_group")
-            for name in ("packed", "scale_and_zero")]
+    groups = {id(group): group for module in model.modules() if (group := module.__dict__.get("_in_group"))}
+    made = [group[name] for group in groups.values() for name in ("packed", "scale_and_zero")]
     storages = {}
     for tensor in [*model.parameters(), *model.buffers(), *made]:
         storages[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()

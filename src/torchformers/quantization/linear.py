@@ -572,7 +572,7 @@ class Int4Linear(QuantizedLinear):
             # The group an eager call made. getattr rather than __dict__: dynamo guards attribute reads
             # (a group made or emptied later recompiles the step) but not reads of __dict__. A member
             # replaced since (an adapter wrapping it) does not point at the group.
-            group = getattr(self, "_group", None)
+            group = getattr(self, "_in_group", None)
             if (not group or not x.is_cpu or needs_backward(x)
                     or not all(getattr(layer, "_in_group", None) is group for layer in layers)):
                 return None
@@ -583,7 +583,7 @@ class Int4Linear(QuantizedLinear):
                            for layer in layers)
                 or any(size % 64 for size in sizes) or _independent_rows(self.in_features) is None):
             return None
-        group = self.__dict__.get("_group")
+        group = self.__dict__.get("_in_group")
         if not group or not unchanged(group["made_from"], _group_sources(layers)):
             # Built outside inference mode: the layers' buffers stay ordinary tensors (trainable around).
             with torch.inference_mode(False):
@@ -594,8 +594,7 @@ class Int4Linear(QuantizedLinear):
                 layer._buffers["packed"] = packed[start:start + size]
                 start += size
             group = {"made_from": stamp(_group_sources(layers)), "packed": packed, "scale_and_zero": scale_and_zero}
-            self.__dict__["_group"] = group
-            for layer in layers:
+            for layer in layers:  # this layer first
                 layer.__dict__["_in_group"] = group  # the same dict: a member that changes empties it
         return self._group_product(x, group, sizes)
 
