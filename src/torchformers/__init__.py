@@ -73,7 +73,7 @@ _GENERATION_NAMES = {
         "NoBadWordsLogitsProcessor", "SequenceBiasLogitsProcessor", "ForcedBOSTokenLogitsProcessor",
         "ForcedEOSTokenLogitsProcessor", "SuppressTokensLogitsProcessor", "SuppressTokensAtBeginLogitsProcessor",
         "PrefixConstrainedLogitsProcessor", "InfNanRemoveLogitsProcessor", "LogitNormalization",
-        "ExponentialDecayLengthPenalty",
+        "ExponentialDecayLengthPenalty", "EncoderRepetitionPenaltyLogitsProcessor", "EncoderNoRepeatNGramLogitsProcessor",
     ],
     "generation.stopping": ["StoppingCriteria", "StoppingCriteriaList", "MaxLengthCriteria", "MaxTimeCriteria",
                             "EosTokenCriteria", "StopStringCriteria"],

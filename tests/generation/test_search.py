@@ -132,8 +132,11 @@ def test_min_new_tokens_with_several_eos_ids(checkpoint, family):
         {"suppress_tokens": [10, 11, 12], "begin_suppress_tokens": [13, 14]},
         {"forced_eos_token_id": 7, "exponential_decay_length_penalty": (3, 1.5)},
         {"remove_invalid_values": True, "renormalize_logits": True},
+        {"encoder_repetition_penalty": 1.5},
+        {"encoder_repetition_penalty": 0.7, "encoder_no_repeat_ngram_size": 2},
     ],
-    ids=["repetition", "ngram", "bad-words-bias", "suppress", "forced-eos-decay", "renormalize"],
+    ids=["repetition", "ngram", "bad-words-bias", "suppress", "forced-eos-decay", "renormalize", "encoder-penalty",
+         "encoder-ngram"],
 )
 @pytest.mark.parametrize("family", FAMILIES)
 def test_logits_processing_matches_reference(checkpoint, family, options):
@@ -144,6 +147,39 @@ def test_logits_processing_matches_reference(checkpoint, family, options):
     assert_same_tokens(mine, theirs)
     assert_same_scores(mine, theirs)
     assert_same_scores(mine, theirs, "logits")
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_prompt_based_controls_with_beams_match_reference(checkpoint, family):
+    # Each beam (and each returned sequence) looks at its own prompt's tokens and n-grams.
+    ids, mask = left_padded(prompt(batch=2, seed=8), (1, 0))
+    mine, theirs = generate_both(checkpoint, family, input_ids=ids, attention_mask=mask, max_new_tokens=10,
+                                 num_beams=3, num_return_sequences=2, do_sample=False, pad_token_id=PAD,
+                                 encoder_repetition_penalty=2.0, encoder_no_repeat_ngram_size=1,
+                                 return_dict_in_generate=True, output_scores=True)
+    assert_same_tokens(mine, theirs)
+    assert_same_scores(mine, theirs)
+    torch.testing.assert_close(mine.sequences_scores, theirs.sequences_scores, atol=1e-4, rtol=1e-5)
+
+
+def test_prompt_based_controls_take_effect(checkpoint):
+    _, _, ours = checkpoint("llama")
+    ids = prompt(seed=6)
+    prompt_tokens = set(ids[0].tolist())
+    blocked = ours.generate(ids, max_new_tokens=30, encoder_no_repeat_ngram_size=1)[0, 6:].tolist()
+    assert not set(blocked) & prompt_tokens
+    plain = ours.generate(ids, max_new_tokens=30)[0, 6:].tolist()
+    favoured = ours.generate(ids, max_new_tokens=30, encoder_repetition_penalty=3.0)[0, 6:].tolist()
+    assert sum(t in prompt_tokens for t in favoured) > sum(t in prompt_tokens for t in plain)
+
+
+def test_min_new_tokens_above_max_new_tokens_runs_as_the_reference(checkpoint):
+    # The reference runs this conflict (eos stays suppressed to the end); here it also warns.
+    with pytest.warns(UserWarning, match="min_new_tokens"):
+        mine, theirs = generate_both(checkpoint, "llama", input_ids=prompt(batch=2, seed=9), max_new_tokens=4,
+                                     min_new_tokens=8, eos_token_id=EOS, pad_token_id=PAD, do_sample=False)
+    assert_same_tokens(mine, theirs)
+    assert mine.shape[1] == 6 + 4 and not (mine[:, 6:] == EOS).any()
 
 
 def test_repetition_controls_take_effect(checkpoint):

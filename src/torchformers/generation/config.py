@@ -7,6 +7,7 @@ import dataclasses
 import json
 import numbers
 import os
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -293,9 +294,12 @@ class GenerationConfig:
                 )
         if self.max_new_tokens is not None and self.min_new_tokens is not None \
                 and self.min_new_tokens > self.max_new_tokens:
-            raise ConfigError(
+            # The reference runs such a config (a model's default min_new_tokens may meet a call's
+            # smaller max_new_tokens); so does this library, but it says what will happen.
+            warnings.warn(
                 f"GenerationConfig: min_new_tokens ({self.min_new_tokens}) is larger than max_new_tokens "
-                f"({self.max_new_tokens})."
+                f"({self.max_new_tokens}): generation stops after max_new_tokens, and end-of-sequence tokens "
+                "stay suppressed until then.", UserWarning, stacklevel=3,
             )
 
     def _check_token_settings(self) -> None:

@@ -256,6 +256,25 @@ class RepetitionPenaltyLogitsProcessor(LogitsProcessor):
         return padded.scatter(1, ids, penalized)[:, :vocab]
 
 
+class EncoderRepetitionPenaltyLogitsProcessor(LogitsProcessor):
+    """Make the prompt's tokens more likely (``penalty`` > 1) or less (< 1): the inverse of
+    :class:`RepetitionPenaltyLogitsProcessor`, applied to the tokens of ``encoder_input_ids``
+    (the prompt as given to ``generate``, padding included, as in the reference library).
+    Meant to keep a summary or an answer close to its source."""
+
+    def __init__(self, penalty: float, encoder_input_ids: torch.LongTensor) -> None:
+        if not isinstance(penalty, (int, float)) or isinstance(penalty, bool) or penalty <= 0:
+            raise ConfigError(f"encoder_repetition_penalty must be a positive number, got {penalty!r}.")
+        self.penalty = 1 / float(penalty)
+        self.encoder_input_ids = encoder_input_ids
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        ids = self.encoder_input_ids.to(scores.device)
+        ids = ids.repeat_interleave(max(1, scores.shape[0] // ids.shape[0]), dim=0)
+        seen = scores.gather(1, ids)
+        return scores.scatter(1, ids, torch.where(seen < 0, seen * self.penalty, seen / self.penalty))
+
+
 class NoRepeatNGramLogitsProcessor(LogitsProcessor):
     """Forbid any token that would repeat an n-gram of ``ngram_size`` tokens already in the sequence
     (prompt included)."""
@@ -265,18 +284,46 @@ class NoRepeatNGramLogitsProcessor(LogitsProcessor):
         self.ngram_size = ngram_size
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        n = self.ngram_size
-        length = input_ids.shape[-1]
-        if length < n:
+        if input_ids.shape[-1] < self.ngram_size:
             return scores
-        vocab = scores.shape[-1]
-        windows = input_ids.unfold(1, n, 1)  # (batch, windows, n)
-        last_prefix = input_ids[:, length - n + 1:]  # the n-1 tokens the next token would extend
-        repeats = (windows[..., :-1] == last_prefix[:, None, :]).all(dim=-1)
-        banned_ids = torch.where(repeats, windows[..., -1].clamp(max=vocab), vocab)
-        banned = torch.zeros(scores.shape[0], vocab + 1, dtype=torch.bool, device=scores.device)
-        banned.scatter_(1, banned_ids, True)
-        return scores.masked_fill(banned[:, :vocab], NEG_INF)
+        windows = input_ids.unfold(1, self.ngram_size, 1)  # (batch, windows, n)
+        return scores.masked_fill(_continuations(windows, input_ids, scores), NEG_INF)
+
+
+def _continuations(windows: torch.Tensor, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+    """A (rows, vocab) mask of the tokens that would complete one of ``windows`` (rows, count, n):
+    the last token of each n-gram whose first n - 1 tokens are the last n - 1 of ``input_ids``."""
+    vocab = scores.shape[-1]
+    n = windows.shape[-1]
+    last_prefix = input_ids[:, input_ids.shape[-1] - n + 1:]  # the n-1 tokens the next token would extend
+    repeats = (windows[..., :-1] == last_prefix[:, None, :]).all(dim=-1)
+    banned_ids = torch.where(repeats, windows[..., -1].clamp(max=vocab), vocab)
+    banned = torch.zeros(scores.shape[0], vocab + 1, dtype=torch.bool, device=scores.device)
+    banned.scatter_(1, banned_ids, True)
+    return banned[:, :vocab]
+
+
+class EncoderNoRepeatNGramLogitsProcessor(LogitsProcessor):
+    """Forbid any token that would repeat an n-gram of ``encoder_ngram_size`` tokens of the prompt.
+
+    ``encoder_input_ids`` (batch, length) is the prompt as given to ``generate`` (a decoder-only
+    model's "encoder input", as the reference calls it); rows of beams or repeated sequences
+    use their prompt's n-grams. Generated n-grams are not checked: ``no_repeat_ngram_size``
+    does that.
+    """
+
+    def __init__(self, encoder_ngram_size: int, encoder_input_ids: torch.LongTensor) -> None:
+        _check_positive_int("encoder_no_repeat_ngram_size", encoder_ngram_size)
+        self.ngram_size = encoder_ngram_size
+        prompt = encoder_input_ids if encoder_input_ids.dim() == 2 else encoder_input_ids[None]
+        self.windows = prompt.unfold(1, encoder_ngram_size, 1) if prompt.shape[1] >= encoder_ngram_size else None
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if self.windows is None or input_ids.shape[-1] < self.ngram_size - 1:
+            return scores
+        windows = self.windows.to(input_ids.device)
+        windows = windows.repeat_interleave(scores.shape[0] // windows.shape[0], dim=0)
+        return scores.masked_fill(_continuations(windows, input_ids, scores), NEG_INF)
 
 
 class SequenceBiasLogitsProcessor(LogitsProcessor):
@@ -556,18 +603,27 @@ def build_logits_processors(
     custom: Sequence[LogitsProcessor] = (),
     prefix_allowed_tokens_fn: Callable | None = None,
     device: torch.device | str = "cpu",
+    encoder_input_ids: torch.Tensor | None = None,
 ) -> LogitsProcessorList:
     """The processors a prepared generation config asks for, in the reference library's order.
 
     ``config.max_length`` and ``config.min_length`` are already absolute lengths here.
+    ``encoder_input_ids`` is the prompt as given (one row per input), which the ``encoder_*``
+    settings look at; without it they raise.
     """
     processors = LogitsProcessorList()
     if config.sequence_bias is not None:
         processors.append(SequenceBiasLogitsProcessor(config.sequence_bias))
+    if config.encoder_repetition_penalty != 1.0:
+        processors.append(EncoderRepetitionPenaltyLogitsProcessor(
+            config.encoder_repetition_penalty, _encoder_ids("encoder_repetition_penalty", encoder_input_ids)))
     if config.repetition_penalty != 1.0:
         processors.append(RepetitionPenaltyLogitsProcessor(config.repetition_penalty, padding_lengths))
     if config.no_repeat_ngram_size > 0:
         processors.append(NoRepeatNGramLogitsProcessor(config.no_repeat_ngram_size))
+    if config.encoder_no_repeat_ngram_size > 0:
+        processors.append(EncoderNoRepeatNGramLogitsProcessor(
+            config.encoder_no_repeat_ngram_size, _encoder_ids("encoder_no_repeat_ngram_size", encoder_input_ids)))
     if config.bad_words_ids is not None:
         processors.append(NoBadWordsLogitsProcessor(config.bad_words_ids, eos_token_ids))
     if eos_token_ids is not None and config.min_length > 0:
@@ -617,8 +673,15 @@ def build_logits_processors(
     return processors
 
 
+def _encoder_ids(setting: str, encoder_input_ids: torch.Tensor | None) -> torch.Tensor:
+    if encoder_input_ids is None:
+        raise GenerationError(f"{setting} looks at the prompt's token ids; pass them (encoder_input_ids).")
+    return encoder_input_ids
+
+
 __all__ = [
-    "EpsilonLogitsWarper", "EtaLogitsWarper", "ExponentialDecayLengthPenalty", "ForcedBOSTokenLogitsProcessor",
+    "EncoderNoRepeatNGramLogitsProcessor", "EncoderRepetitionPenaltyLogitsProcessor", "EpsilonLogitsWarper",
+    "EtaLogitsWarper", "ExponentialDecayLengthPenalty", "ForcedBOSTokenLogitsProcessor",
     "ForcedEOSTokenLogitsProcessor", "InfNanRemoveLogitsProcessor", "LogitNormalization", "LogitsProcessor",
     "LogitsProcessorList", "MinLengthLogitsProcessor", "MinNewTokensLengthLogitsProcessor", "MinPLogitsWarper",
     "NoBadWordsLogitsProcessor", "NoRepeatNGramLogitsProcessor", "PrefixConstrainedLogitsProcessor",

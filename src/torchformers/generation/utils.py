@@ -90,8 +90,6 @@ _UNSUPPORTED_SETTINGS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "constraints": (lambda v: v is not None, "constrained beam search"),
     "force_words_ids": (lambda v: v is not None, "constrained beam search"),
     "top_h": (lambda v: v is not None, "top-h sampling"),
-    "encoder_repetition_penalty": (lambda v: v != 1.0, "an encoder repetition penalty"),
-    "encoder_no_repeat_ngram_size": (lambda v: v != 0, "encoder n-gram blocking"),
     "guidance_scale": (lambda v: v is not None and v != 1, "classifier-free guidance"),
     "watermarking_config": (lambda v: v is not None, "watermarking"),
     "token_healing": (lambda v: bool(v), "token healing"),
@@ -165,6 +163,7 @@ class GenerationMixin:
         pad = config.pad_token_id if config.pad_token_id is not None else (int(eos[0]) if eos is not None else None)
         attention_mask = _prepare_attention_mask(input_ids, attention_mask, config.pad_token_id, eos)
 
+        prompt_ids = input_ids  # one row per input: what the encoder_* settings look at
         expand = max(config.num_beams, config.num_return_sequences)
         if expand > 1:
             input_ids = input_ids.repeat_interleave(expand, dim=0)
@@ -180,6 +179,7 @@ class GenerationMixin:
         processors = build_logits_processors(
             config, prompt_length=prompt_length, eos_token_ids=eos, padding_lengths=padding_lengths,
             custom=logits_processor or (), prefix_allowed_tokens_fn=prefix_allowed_tokens_fn, device=device,
+            encoder_input_ids=prompt_ids,
         )
         criteria = _build_stopping_criteria(self, config, eos, tokenizer, stopping_criteria or ())
 
