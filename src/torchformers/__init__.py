@@ -74,6 +74,7 @@ _GENERATION_NAMES = {
         "ForcedEOSTokenLogitsProcessor", "SuppressTokensLogitsProcessor", "SuppressTokensAtBeginLogitsProcessor",
         "PrefixConstrainedLogitsProcessor", "InfNanRemoveLogitsProcessor", "LogitNormalization",
         "ExponentialDecayLengthPenalty", "EncoderRepetitionPenaltyLogitsProcessor", "EncoderNoRepeatNGramLogitsProcessor",
+        "TopHLogitsWarper", "UnbatchedClassifierFreeGuidanceLogitsProcessor",
     ],
     "generation.stopping": ["StoppingCriteria", "StoppingCriteriaList", "MaxLengthCriteria", "MaxTimeCriteria",
                             "EosTokenCriteria", "StopStringCriteria"],

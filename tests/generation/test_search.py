@@ -236,8 +236,10 @@ def test_beam_search_without_eos_runs_to_max_length(checkpoint):
         {"typical_p": 0.7},
         {"epsilon_cutoff": 0.02, "eta_cutoff": 0.05},
         {"top_k": 20, "top_p": 0.9, "repetition_penalty": 1.2, "num_return_sequences": 2},
+        {"top_h": 0.5},
+        {"top_h": 0.9, "temperature": 0.7, "top_k": 30},
     ],
-    ids=["plain", "temperature-top-k", "top-p", "min-p", "typical", "epsilon-eta", "mixed"],
+    ids=["plain", "temperature-top-k", "top-p", "min-p", "typical", "epsilon-eta", "mixed", "top-h", "top-h-mixed"],
 )
 @pytest.mark.parametrize("family", FAMILIES)
 def test_sampling_scores_and_draws_match_reference(checkpoint, family, options):
@@ -248,6 +250,44 @@ def test_sampling_scores_and_draws_match_reference(checkpoint, family, options):
     # The reference draws with torch.multinomial on the softmax of the processed scores; so do we.
     assert_same_tokens(mine, theirs)
     assert_same_scores(mine, theirs)
+
+
+def test_top_h_keeps_the_likely_tokens_within_its_entropy_share(checkpoint):
+    from torchformers import TopHLogitsWarper
+
+    scores = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05] + [0.0] * 4]))
+    kept = torch.isfinite(TopHLogitsWarper(0.6)(None, scores))
+    # Entropy 1.14 nats; the running shares -p log p are 0.35, 0.71, 0.99, 1.14: 0.6 * 1.14 = 0.69 keeps one.
+    assert kept[0].tolist() == [True] + [False] * 7
+    assert torch.isfinite(TopHLogitsWarper(1.0)(None, scores))[0, :4].all()
+
+
+# -- classifier-free guidance -------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"guidance_scale": 1.5},
+        {"guidance_scale": 2.0, "negative_prompt_ids": prompt(batch=2, length=4, seed=4)},
+        {"guidance_scale": 1.5, "num_beams": 3},
+        {"guidance_scale": 1.5, "use_cache": False},
+        {"guidance_scale": 3.0, "do_sample": True, "top_h": 0.4, "seed": 5},
+    ],
+    ids=["last-token", "negative-prompt", "beams", "no-cache", "sampling"],
+)
+@pytest.mark.parametrize("family", FAMILIES)
+def test_classifier_free_guidance_matches_reference(checkpoint, family, options):
+    mine, theirs = generate_both(checkpoint, family, input_ids=prompt(batch=2, seed=3), max_new_tokens=8,
+                                 pad_token_id=PAD, return_dict_in_generate=True, output_scores=True, **options)
+    assert_same_tokens(mine, theirs)
+    assert_same_scores(mine, theirs)
+
+
+def test_classifier_free_guidance_changes_the_choice(checkpoint):
+    _, _, ours = checkpoint("llama")
+    ids = prompt(batch=2, seed=3)
+    plain = ours.generate(ids, max_new_tokens=8, do_sample=False)
+    guided = ours.generate(ids, max_new_tokens=8, do_sample=False, guidance_scale=4.0)
+    assert not torch.equal(plain, guided)
 
 
 def test_seeded_sampling_is_reproducible_and_varies_with_the_seed(checkpoint):

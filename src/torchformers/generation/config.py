@@ -258,6 +258,10 @@ class GenerationConfig:
             self._fail("typical_p", "must be in (0, 1]")
         if self.min_p is not None and (not _is_number(self.min_p) or not 0 <= self.min_p <= 1):
             self._fail("min_p", "must be in [0, 1] (or None)")
+        if self.top_h is not None and (not _is_number(self.top_h) or not 0 < self.top_h <= 1):
+            self._fail("top_h", "must be in (0, 1] (or None)")
+        if self.guidance_scale is not None and not _is_number(self.guidance_scale):
+            self._fail("guidance_scale", "must be a number (or None)")
         for key in ("epsilon_cutoff", "eta_cutoff"):
             value = getattr(self, key)
             if not _is_number(value) or not 0 <= value < 1:

@@ -442,6 +442,54 @@ class PrefixConstrainedLogitsProcessor(LogitsProcessor):
         return torch.where(dead.repeat_interleave(self._num_beams, dim=0), mask, constrained)
 
 
+class UnbatchedClassifierFreeGuidanceLogitsProcessor(LogitsProcessor):
+    """Classifier-free guidance for decoder-only models: push the next-token distribution away
+    from an unconditional one, ``scale * (log p(x|prompt) - log p(x|u)) + log p(x|u)``.
+
+    The unconditional run is a second pass of ``model`` with its own cache over
+    ``unconditional_ids`` (a negative prompt; by default the prompt's last token), extended by
+    each new token. Scores come out as log-probabilities, as in the reference library; like
+    it, the unconditional pass follows each row's newest token and is not reordered when beams
+    are.
+    """
+
+    def __init__(self, guidance_scale: float, model: Any, unconditional_ids: torch.LongTensor | None = None,
+                 unconditional_attention_mask: torch.LongTensor | None = None, use_cache: bool = True) -> None:
+        if not isinstance(guidance_scale, (int, float)) or isinstance(guidance_scale, bool):
+            raise ConfigError(f"guidance_scale must be a number, got {guidance_scale!r}.")
+        self.guidance_scale = guidance_scale
+        self.model = model
+        self.use_cache = use_cache
+        self._ids = unconditional_ids
+        self._mask = unconditional_attention_mask
+        self._cache: Any = None
+        self._started = False
+
+    def _unconditional_log_probs(self, input_ids: torch.LongTensor) -> torch.Tensor:
+        if not self._started:
+            self._started = True
+            if self._ids is None:
+                self._ids = input_ids[:, -1:]
+            if self._mask is None:
+                self._mask = torch.ones_like(self._ids, dtype=torch.long)
+            ids = self._ids
+        else:
+            newest = input_ids[:, -1:]
+            self._mask = torch.cat([self._mask, torch.ones_like(newest, dtype=torch.long)], dim=1)
+            ids = newest if self.use_cache else torch.cat([self._ids, newest], dim=1)
+            self._ids = ids
+        output = self.model(ids, attention_mask=self._mask, use_cache=self.use_cache, past_key_values=self._cache)
+        self._cache = getattr(output, "past_key_values", None)
+        return torch.log_softmax(output.logits[:, -1].float(), dim=-1)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        scores = torch.log_softmax(scores, dim=-1)
+        if self.guidance_scale == 1:
+            return scores
+        unconditional = self._unconditional_log_probs(input_ids)
+        return self.guidance_scale * (scores - unconditional) + unconditional
+
+
 # -- sampling warpers ---------------------------------------------------------------------------
 class TemperatureLogitsWarper(LogitsProcessor):
     """Divide the scores by ``temperature`` (< 1 sharpens, > 1 flattens the distribution)."""
@@ -454,6 +502,35 @@ class TemperatureLogitsWarper(LogitsProcessor):
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         return scores / self.temperature
+
+
+class TopHLogitsWarper(LogitsProcessor):
+    """Top-H sampling (arXiv 2509.02510): keep the most likely tokens, in order, while the entropy
+    they account for stays within ``top_h`` times the entropy of the distribution.
+
+    As in the reference library, only the 100 highest scores are considered (their softmax is
+    the distribution) and the most likely token is always kept; the rest get ``filter_value``.
+    """
+
+    candidates = 100
+
+    def __init__(self, top_h: float, filter_value: float = NEG_INF) -> None:
+        if not isinstance(top_h, (int, float)) or isinstance(top_h, bool) or not 0 < top_h <= 1:
+            raise ConfigError(f"top_h must be in (0, 1], got {top_h!r}.")
+        self.top_h = float(top_h)
+        self.filter_value = filter_value
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        top_scores, top_ids = torch.topk(scores, min(self.candidates, scores.shape[-1]), dim=-1)
+        log_probs = top_scores - top_scores.logsumexp(dim=-1, keepdim=True)
+        probs = torch.softmax(log_probs, dim=-1)
+        # The same operations as torch.distributions.Categorical's entropy, so borderline cut-offs agree.
+        entropy = -(log_probs.clamp(min=torch.finfo(log_probs.dtype).min) * probs).sum(dim=-1, keepdim=True)
+        kept_entropy = torch.cumsum(-probs * torch.log(probs), dim=-1)
+        keep_top = kept_entropy <= entropy * self.top_h
+        keep_top[:, 0] = True
+        keep = torch.zeros_like(scores, dtype=torch.bool).scatter_(1, top_ids, keep_top)
+        return scores.masked_fill(~keep, self.filter_value)
 
 
 class TopKLogitsWarper(LogitsProcessor):
@@ -604,14 +681,20 @@ def build_logits_processors(
     prefix_allowed_tokens_fn: Callable | None = None,
     device: torch.device | str = "cpu",
     encoder_input_ids: torch.Tensor | None = None,
+    guidance: UnbatchedClassifierFreeGuidanceLogitsProcessor | None = None,
 ) -> LogitsProcessorList:
     """The processors a prepared generation config asks for, in the reference library's order.
 
     ``config.max_length`` and ``config.min_length`` are already absolute lengths here.
     ``encoder_input_ids`` is the prompt as given (one row per input), which the ``encoder_*``
-    settings look at; without it they raise.
+    settings look at; without it they raise. ``guidance`` is the classifier-free guidance
+    processor (it needs the model), first in the list when ``guidance_scale`` asks for it.
     """
     processors = LogitsProcessorList()
+    if config.guidance_scale is not None and config.guidance_scale != 1:
+        if guidance is None:
+            raise GenerationError("guidance_scale needs the model for its unconditional pass; pass guidance.")
+        processors.append(guidance)
     if config.sequence_bias is not None:
         processors.append(SequenceBiasLogitsProcessor(config.sequence_bias))
     if config.encoder_repetition_penalty != 1.0:
@@ -656,6 +739,8 @@ def build_logits_processors(
         keep = (len(eos_token_ids) + 1 if eos_token_ids is not None else 2) if config.num_beams > 1 else 1
         if config.temperature != 1.0:
             processors.append(TemperatureLogitsWarper(config.temperature))
+        if config.top_h is not None:
+            processors.append(TopHLogitsWarper(config.top_h))
         if config.top_k:
             processors.append(TopKLogitsWarper(config.top_k, min_tokens_to_keep=keep))
         if config.top_p < 1.0:
@@ -687,5 +772,6 @@ __all__ = [
     "NoBadWordsLogitsProcessor", "NoRepeatNGramLogitsProcessor", "PrefixConstrainedLogitsProcessor",
     "RepetitionPenaltyLogitsProcessor", "SequenceBiasLogitsProcessor", "SuppressTokensAtBeginLogitsProcessor",
     "SuppressTokensLogitsProcessor", "TemperatureLogitsWarper", "TopKLogitsWarper", "TopPLogitsWarper",
-    "TypicalLogitsWarper", "build_logits_processors", "merge_custom",
+    "TopHLogitsWarper", "TypicalLogitsWarper", "UnbatchedClassifierFreeGuidanceLogitsProcessor",
+    "build_logits_processors", "merge_custom",
 ]

@@ -23,7 +23,12 @@ from ..errors import GenerationError, UnsupportedArgumentError
 from ..nn.cache import DynamicCache, StaticCache
 from ..outputs import ModelOutput
 from .config import CompileConfig, GenerationConfig
-from .logits import LogitsProcessorList, build_logits_processors, merge_custom
+from .logits import (
+    LogitsProcessorList,
+    UnbatchedClassifierFreeGuidanceLogitsProcessor,
+    build_logits_processors,
+    merge_custom,
+)
 from .search import (
     AssistantCandidates,
     DecodeResult,
@@ -89,8 +94,6 @@ _UNSUPPORTED_SETTINGS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "dola_layers": (lambda v: v is not None, "DoLa decoding"),
     "constraints": (lambda v: v is not None, "constrained beam search"),
     "force_words_ids": (lambda v: v is not None, "constrained beam search"),
-    "top_h": (lambda v: v is not None, "top-h sampling"),
-    "guidance_scale": (lambda v: v is not None and v != 1, "classifier-free guidance"),
     "watermarking_config": (lambda v: v is not None, "watermarking"),
     "token_healing": (lambda v: bool(v), "token healing"),
     "low_memory": (lambda v: bool(v), "sequential (low-memory) beam search"),
@@ -145,8 +148,6 @@ class GenerationMixin:
         """
         for name, value, what in (
             ("synced_gpus", synced_gpus, "multi-GPU synchronized generation"),
-            ("negative_prompt_ids", negative_prompt_ids, "classifier-free guidance"),
-            ("negative_prompt_attention_mask", negative_prompt_attention_mask, "classifier-free guidance"),
             ("custom_generate", custom_generate, "custom decoding loops from the Hub"),
         ):
             if value is not None and value is not False:
@@ -156,6 +157,7 @@ class GenerationMixin:
         config = _prepare_config(self, generation_config, kwargs)
         mode = config.get_generation_mode(assistant_model)
         _check_options(self, config, mode, assistant_model, streamer)
+        guidance = _guidance(self, config, mode, negative_prompt_ids, negative_prompt_attention_mask)
 
         device = self.device
         input_ids, attention_mask = _prepare_prompt(self, inputs, model_inputs, config, device)
@@ -179,7 +181,7 @@ class GenerationMixin:
         processors = build_logits_processors(
             config, prompt_length=prompt_length, eos_token_ids=eos, padding_lengths=padding_lengths,
             custom=logits_processor or (), prefix_allowed_tokens_fn=prefix_allowed_tokens_fn, device=device,
-            encoder_input_ids=prompt_ids,
+            encoder_input_ids=prompt_ids, guidance=guidance,
         )
         criteria = _build_stopping_criteria(self, config, eos, tokenizer, stopping_criteria or ())
 
@@ -273,6 +275,31 @@ def _prepare_config(model: Any, passed: GenerationConfig | None, kwargs: dict[st
         # for them, and so does the cache here (the models apply windows in their masks).
         config.cache_implementation = None
     return config
+
+
+def _guidance(model: Any, config: GenerationConfig, mode: str, negative_ids: torch.Tensor | None,
+              negative_mask: torch.Tensor | None) -> UnbatchedClassifierFreeGuidanceLogitsProcessor | None:
+    """The classifier-free guidance processor ``guidance_scale`` asks for, over the negative prompt if one is given."""
+    if config.guidance_scale is None or config.guidance_scale == 1:
+        if negative_ids is not None or negative_mask is not None:
+            raise GenerationError(
+                "generate(): negative_prompt_ids and negative_prompt_attention_mask are used only by classifier-free "
+                "guidance; set guidance_scale (other than 1) or drop them."
+            )
+        return None
+    if mode == "assisted_generation":
+        raise UnsupportedArgumentError(
+            "generate(): classifier-free guidance (guidance_scale) cannot be combined with assisted decoding."
+        )
+    if negative_mask is not None and negative_ids is None:
+        raise GenerationError("generate(): negative_prompt_attention_mask needs negative_prompt_ids.")
+    device = model.device
+    return UnbatchedClassifierFreeGuidanceLogitsProcessor(
+        config.guidance_scale, model,
+        negative_ids.to(device) if negative_ids is not None else None,
+        negative_mask.to(device) if negative_mask is not None else None,
+        use_cache=config.use_cache,
+    )
 
 
 def _check_options(model: Any, config: GenerationConfig, mode: str, assistant_model: Any, streamer: Any) -> None:
