@@ -153,6 +153,59 @@ def test_our_adapter_loads_in_peft_and_merges_the_same(bases, family, tmp_path):
             torch.testing.assert_close(tensor, reference_state[key], atol=1e-6, rtol=0)
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_dora_adapters_match_peft_both_ways(bases, family, tmp_path):
+    # peft's DoRA adapter, with random magnitudes too, gives the same outputs here; ours saves the same keys.
+    reference = reference_adapter(bases, family, tmp_path / "theirs", use_dora=True)
+    ours = PeftModel.from_pretrained(our_base(bases, family), tmp_path / "theirs")
+    expected = logits(reference, family)
+    torch.testing.assert_close(logits(ours, family), expected, atol=ATOL, rtol=0)
+    with reference.disable_adapter():
+        assert (expected - logits(reference, family)).abs().max() > 1e-2
+    assert sorted(n for n, _ in ours.named_parameters()) == sorted(n for n, _ in reference.named_parameters())
+    ours.save_pretrained(tmp_path / "ours")
+    our_tensors = load_file(tmp_path / "ours" / "adapter_model.safetensors")
+    their_tensors = load_file(tmp_path / "theirs" / "adapter_model.safetensors")
+    assert sorted(our_tensors) == sorted(their_tensors) and any("lora_magnitude_vector" in k for k in our_tensors)
+    assert json.loads((tmp_path / "ours" / "adapter_config.json").read_text())["use_dora"] is True
+    reloaded = peft.PeftModel.from_pretrained(reference_base(bases, family), tmp_path / "ours").eval()
+    torch.testing.assert_close(logits(reloaded, family), expected, atol=ATOL, rtol=0)
+
+    merged, reference_merged = ours.merge_and_unload(), reference.merge_and_unload()
+    torch.testing.assert_close(logits(merged, family), logits(reference_merged, family), atol=ATOL, rtol=0)
+    reference_state = reference_merged.state_dict()
+    for key, tensor in merged.state_dict().items():
+        if key in reference_state:
+            torch.testing.assert_close(tensor, reference_state[key], atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.2])
+def test_dora_trains_with_peft_gradients(bases, dropout):
+    # A fresh DoRA adapter starts as the base model (magnitudes are the rows' lengths); after a
+    # step on the same weights, the adapter's gradients (magnitudes included) are peft's.
+    models = []
+    for library, base in ((peft, reference_base(bases, "llama")), (torchformers.peft, our_base(bases, "llama"))):
+        torch.manual_seed(0)
+        model = library.get_peft_model(base, peft_config(library, "llama", use_dora=True, lora_dropout=dropout,
+                                                         init_lora_weights=True))
+        models.append(model)
+    reference, ours = models
+    for model in models:
+        with model.disable_adapter():
+            base_logits = logits(model, "llama")
+        torch.testing.assert_close(logits(model, "llama"), base_logits, atol=ATOL, rtol=0)
+        randomized(model, seed=5, only_trainable=True).train()
+    grads = []
+    for model in models:
+        torch.manual_seed(7)  # the same dropout masks: both drop the layer input once, in the same order
+        batch = inputs("llama")
+        model(**batch, labels=batch["input_ids"]).loss.backward()
+        grads.append({n: p.grad for n, p in model.named_parameters() if p.requires_grad})
+    assert sorted(grads[0]) == sorted(grads[1]) and any("lora_magnitude_vector" in n for n in grads[1])
+    for name, grad in grads[1].items():
+        torch.testing.assert_close(grad, grads[0][name], atol=1e-5, rtol=1e-4, msg=lambda m, name=name: f"{name}: {m}")
+
+
 def test_greedy_generation_with_an_adapter_matches_peft(bases, tmp_path):
     reference = reference_adapter(bases, "llama", tmp_path)
     ours = PeftModel.from_pretrained(our_base(bases, "llama"), tmp_path)
@@ -275,7 +328,7 @@ def test_missing_adapter_weights_are_refused(bases, tmp_path):
 
 
 @pytest.mark.parametrize(("key", "value", "message"), [
-    ("use_dora", True, "use_dora=True is not supported"),
+    ("lora_bias", True, "lora_bias=True is not supported"),
     ("some_future_option", [1], "some_future_option=.* does not implement"),
     ("peft_type", "IA3", "LoRA adapters only"),
 ])

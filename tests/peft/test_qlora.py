@@ -1,5 +1,5 @@
-"""LoRA on a quantized base (QLoRA): gradients pass through the int8/int4 products to the adapters,
-the loss falls, and the adapter saves, reloads and merges."""
+"""LoRA on a quantized base (QLoRA, and DoRA on it): gradients pass through the int8/int4 products to
+the adapters, the loss falls, and the adapter saves, reloads and merges."""
 
 from __future__ import annotations
 
@@ -20,10 +20,12 @@ def quantized_base(bits: int) -> LlamaForCausalLM:
     return quantize(LlamaForCausalLM.from_config(LlamaConfig(**TINY)), {"bits": bits, "group_size": 32 if bits == 4 else None})
 
 
+@pytest.mark.parametrize("dora", [False, True])
 @pytest.mark.parametrize(("bits", "layer_class"), [(4, Int4Linear), (8, Int8Linear)])
-def test_adapters_on_a_quantized_base_train(bits, layer_class, tmp_path):
+def test_adapters_on_a_quantized_base_train(bits, layer_class, dora, tmp_path):
     torch.manual_seed(1)
-    model = get_peft_model(quantized_base(bits), LoraConfig(r=8, lora_alpha=16, target_modules="all-linear"))
+    model = get_peft_model(quantized_base(bits), LoraConfig(r=8, lora_alpha=16, target_modules="all-linear",
+                                                            use_dora=dora))
     assert isinstance(model.get_base_model().model.layers[0].self_attn.q_proj.base_layer, layer_class)
     trainable = [param for param in model.parameters() if param.requires_grad]
     assert all(param.dtype == torch.float32 for param in trainable)
@@ -37,6 +39,8 @@ def test_adapters_on_a_quantized_base_train(bits, layer_class, tmp_path):
             # Layer 0's adapter reaches the loss only through the quantized layers above it.
             first = model.get_base_model().model.layers[0].self_attn.q_proj
             assert first.lora_B["default"].weight.grad.abs().sum() > 0
+            if dora:  # DoRA's row lengths train too (from the dequantized weight's)
+                assert first.lora_magnitude_vector["default"].weight.grad.abs().sum() > 0
         optimizer.step()
         optimizer.zero_grad()
         losses.append(loss.item())

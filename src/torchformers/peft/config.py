@@ -64,6 +64,8 @@ class LoraConfig:
             ``"gaussian"`` (A normal with std 1/r, B zero) or ``False`` (both random).
         layers_to_transform, layers_pattern: adapt only these layer indices (with a list of target names).
         rank_pattern, alpha_pattern: per-module ``r`` and ``lora_alpha`` overrides, keyed by regular expression.
+        use_dora: DoRA: each adapted weight ``W + s * BA`` is rescaled row by row to a learned length
+            (started at the rows' own lengths), as peft does; merged and saved the same way.
     """
 
     r: int = 8
@@ -104,9 +106,8 @@ class LoraConfig:
                 f"LoraConfig: init_lora_weights={self.init_lora_weights!r} is not supported; use True, False or "
                 "'gaussian'."
             )
-        for option in ("use_dora", "lora_bias"):
-            if getattr(self, option):
-                raise UnsupportedArgumentError(f"LoraConfig: {option}=True is not supported by torchformers.")
+        if self.lora_bias:
+            raise UnsupportedArgumentError("LoraConfig: lora_bias=True is not supported by torchformers.")
         if isinstance(self.task_type, TaskType):
             self.task_type = self.task_type.value
         if self.task_type is not None and self.task_type not in TaskType.__members__:

@@ -10,6 +10,11 @@ match peft's: adapters saved by either library load in the other.
 
 The frozen layer may be ``nn.Linear``, GPT-2's ``Conv1D`` or a quantized int8/int4 layer
 (QLoRA: the gradient passes through the quantized product to the adapters below it).
+
+With ``use_dora=True`` an adapter is DoRA (arXiv 2402.09353): the adapted weight ``W + s * BA``
+is rescaled, row by row, to a learned length (``lora_magnitude_vector``, peft's name and
+file key), so direction and magnitude train apart. Outputs, gradients and merged weights
+follow peft's formulas.
 """
 
 from __future__ import annotations
@@ -51,7 +56,9 @@ DEFAULT_TARGET_MODULES: dict[str, list[str]] = {
 _TASK_HEADS = {"SEQ_CLS": ["classifier", "score"], "TOKEN_CLS": ["classifier", "score"],
                "QUESTION_ANS": ["qa_outputs"]}
 # Module names inside the wrappers, which are never targets themselves.
-_WRAPPER_PARTS = re.compile(r"\.(base_layer|lora_A|lora_B|lora_dropout|original_module|modules_to_save)(\.|$)")
+_WRAPPER_PARTS = re.compile(
+    r"\.(base_layer|lora_A|lora_B|lora_dropout|lora_magnitude_vector|original_module|modules_to_save)(\.|$)"
+)
 
 
 def layer_features(module: nn.Module) -> tuple[int, int] | None:
@@ -85,6 +92,7 @@ class LoraLinear(nn.Module):
         self.lora_dropout = nn.ModuleDict()
         self.lora_A = nn.ModuleDict()
         self.lora_B = nn.ModuleDict()
+        self.lora_magnitude_vector = nn.ModuleDict()  # DoRA adapters only
         self.scaling: dict[str, float] = {}
         self.active_adapters: list[str] = []
         self.disable_adapters = False
@@ -97,7 +105,8 @@ class LoraLinear(nn.Module):
     def bias(self) -> torch.Tensor | None:
         return self.base_layer.bias
 
-    def add_adapter(self, name: str, rank: int, scaling: float, dropout: float, init: bool | str) -> None:
+    def add_adapter(self, name: str, rank: int, scaling: float, dropout: float, init: bool | str,
+                    dora: bool = False) -> None:
         device = _module_device(self.base_layer)
         # Adapters train in float32 whatever the frozen weights' dtype (peft's default as well).
         lora_a = nn.Linear(self.in_features, rank, bias=False, device=device)  # Kaiming-uniform, as nn.Linear
@@ -110,9 +119,13 @@ class LoraLinear(nn.Module):
         self.lora_B[name] = lora_b
         self.lora_dropout[name] = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.scaling[name] = scaling
+        if dora:
+            with torch.no_grad():  # the adapted rows' lengths, so the adapter starts as the plain update
+                lengths = self._adapted_row_norms(self.base_weight(torch.float32), self.delta_weight(name))
+            self.lora_magnitude_vector[name] = DoraMagnitude(lengths)
 
     def remove_adapter(self, name: str) -> None:
-        for container in (self.lora_A, self.lora_B, self.lora_dropout):
+        for container in (self.lora_A, self.lora_B, self.lora_dropout, self.lora_magnitude_vector):
             container.pop(name, None)
         self.scaling.pop(name, None)
         self.active_adapters = [active for active in self.active_adapters if active != name]
@@ -125,21 +138,57 @@ class LoraLinear(nn.Module):
             lora_a = self.lora_A[name] if name in self.lora_A else None
             if lora_a is None:
                 continue
-            update = self.lora_B[name](lora_a(self.lora_dropout[name](x.to(lora_a.weight.dtype))))
-            result = result + (update * self.scaling[name]).to(result.dtype)
+            if name in self.lora_magnitude_vector:
+                update = self._dora_update(name, x.to(lora_a.weight.dtype), result)
+            else:
+                update = self.lora_B[name](lora_a(self.lora_dropout[name](x.to(lora_a.weight.dtype))))
+                update = update * self.scaling[name]
+            result = result + update.to(result.dtype)
         return result
 
+    def _dora_update(self, name: str, x: torch.Tensor, result: torch.Tensor) -> torch.Tensor:
+        """What a DoRA adapter adds to the frozen layer's ``result``: the output of the rescaled weight
+        ``m * (W + s * BA) / |W + s * BA|`` (row lengths ``|.|`` taken as constants) less ``W x``."""
+        lora_a, lora_b, dropout, scaling = self.lora_A[name], self.lora_B[name], self.lora_dropout[name], self.scaling[name]
+        weight = self.base_weight(x.dtype)
+        lengths = self._adapted_row_norms(weight, scaling * (lora_b.weight @ lora_a.weight).detach()).detach()
+        rescale = self.lora_magnitude_vector[name].weight / lengths
+        if isinstance(dropout, nn.Identity) or not self.training:
+            plain = result if self.bias is None else result - self.bias
+        else:  # the frozen product must see the same dropped-out input as the adapter
+            x = dropout(x)
+            plain = torch.nn.functional.linear(x, weight)
+        return (rescale - 1) * plain + rescale * lora_b(lora_a(x)) * scaling
+
+    @staticmethod
+    def _adapted_row_norms(weight: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+        return torch.linalg.norm(weight + delta, dim=1).to(weight.dtype)
+
+    def base_weight(self, dtype: torch.dtype) -> torch.Tensor:
+        """The frozen weight as an (out, in) matrix of ``dtype`` (dequantized, for a quantized layer)."""
+        base = self.base_layer
+        if isinstance(base, QuantizedLinear):
+            return base.dequantize(dtype)
+        weight = base.weight.t() if self.fan_in_fan_out else base.weight
+        return weight.to(dtype)
+
     def delta_weight(self, name: str) -> torch.Tensor:
-        """The adapter's update as a float32 (out, in) matrix."""
+        """The adapter's update as a float32 (out, in) matrix (before DoRA's rescaling)."""
         return (self.lora_B[name].weight.float() @ self.lora_A[name].weight.float()) * self.scaling[name]
 
     def merge(self, names: list[str], safe_merge: bool = False) -> nn.Module:
         """Add the named adapters' updates to the frozen weight; returns the frozen layer."""
         base = self.base_layer
+        # DoRA's row lengths come from the weight as the adapter saw it, before any of these merges.
+        unmerged = self.base_weight(torch.float32).clone() if any(n in self.lora_magnitude_vector for n in names) else None
         for name in names:
             if name not in self.lora_A:
                 continue
             delta = self.delta_weight(name)
+            if name in self.lora_magnitude_vector:
+                rescale = self.lora_magnitude_vector[name].weight.detach().float() / self._adapted_row_norms(unmerged, delta)
+                current = self.base_weight(torch.float32)
+                delta = rescale[:, None] * (current + delta) - current
             if safe_merge and not torch.isfinite(delta).all():
                 raise ConfigError(f"adapter {name!r} has non-finite weights; merging it would corrupt the model.")
             if isinstance(base, QuantizedLinear):
@@ -153,7 +202,16 @@ class LoraLinear(nn.Module):
         return base
 
     def extra_repr(self) -> str:
-        return f"adapters={list(self.lora_A)}, active={self.active_adapters}"
+        dora = [name for name in self.lora_A if name in self.lora_magnitude_vector]
+        return f"adapters={list(self.lora_A)}, active={self.active_adapters}" + (f", dora={dora}" if dora else "")
+
+
+class DoraMagnitude(nn.Module):
+    """A DoRA adapter's learned length for each output row of the adapted weight (``weight``, (out,))."""
+
+    def __init__(self, lengths: torch.Tensor) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(lengths)
 
 
 class ModulesToSaveWrapper(nn.Module):
@@ -327,7 +385,8 @@ class LoraModel(_Delegating):
                 module = LoraLinear(module)
                 self.model.set_submodule(name, module)
             rank, scaling = config.scaling_for(name)
-            module.add_adapter(adapter_name, rank, scaling, config.lora_dropout, config.init_lora_weights)
+            module.add_adapter(adapter_name, rank, scaling, config.lora_dropout, config.init_lora_weights,
+                               dora=config.use_dora)
         self.peft_config[adapter_name] = config
         if len(self.peft_config) == 1:
             self.model.requires_grad_(False)
@@ -342,8 +401,9 @@ class LoraModel(_Delegating):
         for layer in self.lora_layers().values():
             layer.active_adapters = [adapter_name] if adapter_name in layer.lora_A else []
             for name in layer.lora_A:
-                layer.lora_A[name].requires_grad_(trainable and name == adapter_name)
-                layer.lora_B[name].requires_grad_(trainable and name == adapter_name)
+                for part in (layer.lora_A, layer.lora_B, layer.lora_magnitude_vector):
+                    if name in part:
+                        part[name].requires_grad_(trainable and name == adapter_name)
         for wrapper in self.saved_modules().values():
             wrapper.active_adapter = adapter_name
             for name, module in wrapper.modules_to_save.items():
@@ -493,6 +553,8 @@ class PeftModel(_Delegating):
         for name, param in tensors:
             if f".lora_A.{adapter_name}." in name or f".lora_B.{adapter_name}." in name:
                 state[name.replace(f".{adapter_name}.", ".", 1)] = param
+            elif name.endswith(f".lora_magnitude_vector.{adapter_name}.weight"):
+                state[name.removesuffix(f".{adapter_name}.weight")] = param  # peft's key: no ".weight"
             elif f".modules_to_save.{adapter_name}." in name:
                 state[name.replace(f".modules_to_save.{adapter_name}.", ".", 1)] = param
             elif name.endswith("bias") and ".lora_" not in name and ".modules_to_save." not in name:
@@ -615,8 +677,8 @@ class PeftModel(_Delegating):
             with torch.no_grad():
                 target.copy_(tensor)
             filled.add(name)
-        missing = [name for name in params if (f".lora_A.{adapter_name}." in name or f".lora_B.{adapter_name}." in name)
-                   and name not in filled]
+        adapter_parts = (f".lora_A.{adapter_name}.", f".lora_B.{adapter_name}.", f".lora_magnitude_vector.{adapter_name}.")
+        missing = [name for name in params if any(part in name for part in adapter_parts) and name not in filled]
         if missing:
             raise WeightsMismatchError(
                 f"{source} lacks {len(missing)} LoRA weights of adapter {adapter_name!r}, such as {missing[0]!r}: "
@@ -630,6 +692,8 @@ def _parameter_name(key: str, adapter_name: str, wrappers: list[str]) -> str:
     for part in (".lora_A.", ".lora_B."):
         if part in key:
             return key.replace(part, f"{part}{adapter_name}.", 1)
+    if key.endswith(".lora_magnitude_vector"):
+        return f"{key}.{adapter_name}.weight"
     for wrapper in wrappers:
         if key.startswith(wrapper + "."):
             return f"{wrapper}.modules_to_save.{adapter_name}.{key[len(wrapper) + 1:]}"
