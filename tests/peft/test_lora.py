@@ -206,6 +206,56 @@ def test_dora_trains_with_peft_gradients(bases, dropout):
         torch.testing.assert_close(grad, grads[0][name], atol=1e-5, rtol=1e-4, msg=lambda m, name=name: f"{name}: {m}")
 
 
+EMBEDDINGS = {"llama": "embed_tokens", "gpt2": "wte", "bert": "word_embeddings"}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_embedding_adapters_match_peft_both_ways(bases, family, tmp_path):
+    targets = [FAMILIES[family][3][0] if isinstance(FAMILIES[family][3], list) else "query", EMBEDDINGS[family]]
+    reference = reference_adapter(bases, family, tmp_path / "theirs", target_modules=targets)
+    ours = PeftModel.from_pretrained(our_base(bases, family), tmp_path / "theirs")
+    assert isinstance(ours.get_base_model().get_input_embeddings(), torchformers.peft.LoraEmbedding)
+    expected = logits(reference, family)
+    torch.testing.assert_close(logits(ours, family), expected, atol=ATOL, rtol=0)
+    assert sorted(n for n, _ in ours.named_parameters()) == sorted(n for n, _ in reference.named_parameters())
+    ours.save_pretrained(tmp_path / "ours")
+    our_tensors = load_file(tmp_path / "ours" / "adapter_model.safetensors")
+    their_tensors = load_file(tmp_path / "theirs" / "adapter_model.safetensors")
+    assert sorted(our_tensors) == sorted(their_tensors) and any("lora_embedding_A" in k for k in our_tensors)
+    reloaded = peft.PeftModel.from_pretrained(reference_base(bases, family), tmp_path / "ours").eval()
+    torch.testing.assert_close(logits(reloaded, family), expected, atol=ATOL, rtol=0)
+    # Only the embedding adapter: it changes the outputs by itself.
+    with reference.disable_adapter():
+        plain = logits(reference, family)
+    assert (expected - plain).abs().max() > 1e-2
+
+    merged, reference_merged = ours.merge_and_unload(), reference.merge_and_unload()
+    torch.testing.assert_close(logits(merged, family), logits(reference_merged, family), atol=ATOL, rtol=0)
+    assert type(merged.get_input_embeddings()) is torch.nn.Embedding
+
+
+def test_a_fresh_embedding_adapter_starts_as_a_no_op_and_trains(bases):
+    model = get_peft_model(our_base(bases, "llama"), LoraConfig(target_modules=["embed_tokens", "q_proj"]))
+    layer = model.get_base_model().get_input_embeddings()
+    with model.disable_adapter():
+        plain = logits(model, "llama")
+    torch.testing.assert_close(logits(model, "llama"), plain, atol=0, rtol=0)
+    batch = inputs("llama")
+    model.train()
+    model(**batch, labels=batch["input_ids"]).loss.backward()
+    assert layer.lora_embedding_A["default"].grad.abs().sum() > 0
+    assert not layer.base_layer.weight.requires_grad
+    all_linear = get_peft_model(our_base(bases, "llama"), LoraConfig(target_modules="all-linear"))
+    assert type(all_linear.get_base_model().get_input_embeddings()) is torch.nn.Embedding
+
+
+def test_dora_on_an_embedding_is_refused_before_the_model_changes(bases):
+    base = our_base(bases, "llama")
+    with pytest.raises(UnsupportedArgumentError, match="use_dora=True on the embedding"):
+        get_peft_model(base, LoraConfig(target_modules=["q_proj", "embed_tokens"], use_dora=True))
+    assert not any(isinstance(m, torchformers.peft.LoraLayer) for m in base.modules())
+
+
 def test_greedy_generation_with_an_adapter_matches_peft(bases, tmp_path):
     reference = reference_adapter(bases, "llama", tmp_path)
     ours = PeftModel.from_pretrained(our_base(bases, "llama"), tmp_path)
@@ -299,9 +349,9 @@ def test_target_modules_that_match_nothing_are_refused(bases):
     assert not any(isinstance(m, LoraLinear) for m in model.modules())
 
 
-def test_a_target_that_is_not_linear_is_refused(bases):
-    with pytest.raises(UnsupportedArgumentError, match="embed_tokens.*Embedding.*modules_to_save"):
-        get_peft_model(our_base(bases, "llama"), LoraConfig(target_modules=["embed_tokens"]))
+def test_a_target_that_is_neither_linear_nor_an_embedding_is_refused(bases):
+    with pytest.raises(UnsupportedArgumentError, match="input_layernorm.*RMSNorm.*modules_to_save"):
+        get_peft_model(our_base(bases, "llama"), LoraConfig(target_modules=["input_layernorm"]))
 
 
 def test_an_adapter_for_another_base_is_refused(bases, tmp_path):

@@ -2,6 +2,8 @@
 
 from .config import LoraConfig, TaskType
 from .lora import (
+    LoraEmbedding,
+    LoraLayer,
     LoraLinear,
     LoraModel,
     ModulesToSaveWrapper,
@@ -15,7 +17,7 @@ from .lora import (
 )
 
 __all__ = [
-    "LoraConfig", "LoraLinear", "LoraModel", "ModulesToSaveWrapper", "PeftModel", "PeftModelForCausalLM",
+    "LoraConfig", "LoraEmbedding", "LoraLayer", "LoraLinear", "LoraModel", "ModulesToSaveWrapper", "PeftModel", "PeftModelForCausalLM",
     "PeftModelForFeatureExtraction", "PeftModelForQuestionAnswering", "PeftModelForSequenceClassification",
     "PeftModelForTokenClassification", "TaskType", "get_peft_model",
 ]

@@ -9,7 +9,9 @@ keys of ``adapter_model.safetensors`` (``base_model.model.model.layers.0.self_at
 match peft's: adapters saved by either library load in the other.
 
 The frozen layer may be ``nn.Linear``, GPT-2's ``Conv1D`` or a quantized int8/int4 layer
-(QLoRA: the gradient passes through the quantized product to the adapters below it).
+(QLoRA: the gradient passes through the quantized product to the adapters below it), or an
+``nn.Embedding`` named in ``target_modules`` (:class:`LoraEmbedding`, peft's
+``lora_embedding_A``/``lora_embedding_B``; "all-linear" leaves embeddings alone, as in peft).
 
 With ``use_dora=True`` an adapter is DoRA (arXiv 2402.09353): the adapted weight ``W + s * BA``
 is rescaled, row by row, to a learned length (``lora_magnitude_vector``, peft's name and
@@ -52,12 +54,15 @@ DEFAULT_TARGET_MODULES: dict[str, list[str]] = {
     **dict.fromkeys(("bert", "roberta", "xlm-roberta"), ["query", "value"]),
     "distilbert": ["q_lin", "v_lin"],
 }
+# Target names for which peft also saves the adapted embeddings' full weights.
+_EMBEDDING_LAYER_NAMES = ("embed_tokens", "lm_head")
 # Heads a task trains in full (they are new and random), added to modules_to_save.
 _TASK_HEADS = {"SEQ_CLS": ["classifier", "score"], "TOKEN_CLS": ["classifier", "score"],
                "QUESTION_ANS": ["qa_outputs"]}
 # Module names inside the wrappers, which are never targets themselves.
 _WRAPPER_PARTS = re.compile(
-    r"\.(base_layer|lora_A|lora_B|lora_dropout|lora_magnitude_vector|original_module|modules_to_save)(\.|$)"
+    r"\.(base_layer|lora_A|lora_B|lora_embedding_A|lora_embedding_B|lora_dropout|lora_magnitude_vector"
+    r"|original_module|modules_to_save)(\.|$)"
 )
 
 
@@ -80,19 +85,16 @@ def _module_device(module: nn.Module) -> torch.device:
 
 
 # -- layers -------------------------------------------------------------------------------------
-class LoraLinear(nn.Module):
-    """A frozen linear layer (``base_layer``) plus one low-rank update per named adapter."""
+class LoraLayer(nn.Module):
+    """What LoRA layers share: the frozen ``base_layer``, each adapter's scale, which adapters run,
+    and switching them all off. ``adapter_parts`` names the per-adapter containers; the first
+    one holds every adapter of the layer."""
+
+    adapter_parts: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, base_layer: nn.Module) -> None:
         super().__init__()
         self.base_layer = base_layer
-        self.in_features, self.out_features = layer_features(base_layer)
-        # Conv1D stores (in, out): its weight takes the transposed update when merging.
-        self.fan_in_fan_out = isinstance(base_layer, Conv1D)
-        self.lora_dropout = nn.ModuleDict()
-        self.lora_A = nn.ModuleDict()
-        self.lora_B = nn.ModuleDict()
-        self.lora_magnitude_vector = nn.ModuleDict()  # DoRA adapters only
         self.scaling: dict[str, float] = {}
         self.active_adapters: list[str] = []
         self.disable_adapters = False
@@ -103,7 +105,42 @@ class LoraLinear(nn.Module):
 
     @property
     def bias(self) -> torch.Tensor | None:
-        return self.base_layer.bias
+        return getattr(self.base_layer, "bias", None)
+
+    def adapter_names(self) -> list[str]:
+        return list(getattr(self, self.adapter_parts[0]))
+
+    def set_trainable(self, adapter_name: str, trainable: bool) -> None:
+        """Train ``adapter_name``'s weights (when ``trainable``) and freeze the other adapters'."""
+        for part in self.adapter_parts:
+            container = getattr(self, part)
+            for name in container:
+                container[name].requires_grad_(trainable and name == adapter_name)
+
+    def remove_adapter(self, name: str) -> None:
+        for part in (*self.adapter_parts, "lora_dropout"):
+            getattr(self, part).pop(name, None)
+        self.scaling.pop(name, None)
+        self.active_adapters = [active for active in self.active_adapters if active != name]
+
+    def extra_repr(self) -> str:
+        return f"adapters={self.adapter_names()}, active={self.active_adapters}"
+
+
+class LoraLinear(LoraLayer):
+    """A frozen linear layer (``base_layer``) plus one low-rank update per named adapter."""
+
+    adapter_parts = ("lora_A", "lora_B", "lora_magnitude_vector")
+
+    def __init__(self, base_layer: nn.Module) -> None:
+        super().__init__(base_layer)
+        self.in_features, self.out_features = layer_features(base_layer)
+        # Conv1D stores (in, out): its weight takes the transposed update when merging.
+        self.fan_in_fan_out = isinstance(base_layer, Conv1D)
+        self.lora_dropout = nn.ModuleDict()
+        self.lora_A = nn.ModuleDict()
+        self.lora_B = nn.ModuleDict()
+        self.lora_magnitude_vector = nn.ModuleDict()  # DoRA adapters only
 
     def add_adapter(self, name: str, rank: int, scaling: float, dropout: float, init: bool | str,
                     dora: bool = False) -> None:
@@ -123,12 +160,6 @@ class LoraLinear(nn.Module):
             with torch.no_grad():  # the adapted rows' lengths, so the adapter starts as the plain update
                 lengths = self._adapted_row_norms(self.base_weight(torch.float32), self.delta_weight(name))
             self.lora_magnitude_vector[name] = DoraMagnitude(lengths)
-
-    def remove_adapter(self, name: str) -> None:
-        for container in (self.lora_A, self.lora_B, self.lora_dropout, self.lora_magnitude_vector):
-            container.pop(name, None)
-        self.scaling.pop(name, None)
-        self.active_adapters = [active for active in self.active_adapters if active != name]
 
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         result = self.base_layer(x, *args, **kwargs)
@@ -203,7 +234,67 @@ class LoraLinear(nn.Module):
 
     def extra_repr(self) -> str:
         dora = [name for name in self.lora_A if name in self.lora_magnitude_vector]
-        return f"adapters={list(self.lora_A)}, active={self.active_adapters}" + (f", dora={dora}" if dora else "")
+        return super().extra_repr() + (f", dora={dora}" if dora else "")
+
+
+class LoraEmbedding(LoraLayer):
+    """A frozen ``nn.Embedding`` plus one low-rank update per named adapter: the looked-up rows of
+    A's transpose, times B's transpose, times the scale (peft's ``lora_embedding_A`` (r, vocab)
+    and ``lora_embedding_B`` (dim, r), which are plain parameters, and no dropout)."""
+
+    adapter_parts = ("lora_embedding_A", "lora_embedding_B")
+
+    def __init__(self, base_layer: nn.Embedding) -> None:
+        super().__init__(base_layer)
+        self.num_embeddings, self.embedding_dim = base_layer.num_embeddings, base_layer.embedding_dim
+        self.lora_dropout = nn.ModuleDict()  # kept for peft's layout; embeddings take no dropout
+        self.lora_embedding_A = nn.ParameterDict()
+        self.lora_embedding_B = nn.ParameterDict()
+
+    def add_adapter(self, name: str, rank: int, scaling: float, dropout: float, init: bool | str,
+                    dora: bool = False) -> None:
+        if dora:  # inject_adapter refuses this before changing the model; a direct call is refused here
+            raise UnsupportedArgumentError("use_dora=True on an embedding layer is not supported by torchformers.")
+        device = self.base_layer.weight.device
+        lora_a = torch.randn(rank, self.num_embeddings, device=device)
+        lora_b = torch.randn(self.embedding_dim, rank, device=device)
+        if init:  # A zero, so the adapter starts as a no-op (peft's choice for embeddings: the reverse of linear's)
+            lora_a.zero_()
+        self.lora_embedding_A[name] = nn.Parameter(lora_a)
+        self.lora_embedding_B[name] = nn.Parameter(lora_b)
+        self.lora_dropout[name] = nn.Identity()
+        self.scaling[name] = scaling
+
+    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        result = self.base_layer(x, *args, **kwargs)
+        if self.disable_adapters:
+            return result
+        base = self.base_layer
+        for name in self.active_adapters:
+            if name not in self.lora_embedding_A:
+                continue
+            rows = torch.nn.functional.embedding(
+                x, self.lora_embedding_A[name].t(), padding_idx=base.padding_idx, max_norm=base.max_norm,
+                norm_type=base.norm_type, scale_grad_by_freq=base.scale_grad_by_freq, sparse=base.sparse,
+            )
+            result = result + ((rows @ self.lora_embedding_B[name].t()) * self.scaling[name]).to(result.dtype)
+        return result
+
+    def delta_weight(self, name: str) -> torch.Tensor:
+        """The adapter's update as a float32 (num_embeddings, embedding_dim) matrix."""
+        return (self.lora_embedding_B[name].float() @ self.lora_embedding_A[name].float()).t() * self.scaling[name]
+
+    def merge(self, names: list[str], safe_merge: bool = False) -> nn.Module:
+        """Add the named adapters' updates to the frozen table; returns the frozen embedding."""
+        for name in names:
+            if name not in self.lora_embedding_A:
+                continue
+            delta = self.delta_weight(name)
+            if safe_merge and not torch.isfinite(delta).all():
+                raise ConfigError(f"adapter {name!r} has non-finite weights; merging it would corrupt the model.")
+            with torch.no_grad():
+                self.base_layer.weight += delta.to(self.base_layer.weight.dtype)
+        return self.base_layer
 
 
 class DoraMagnitude(nn.Module):
@@ -302,6 +393,10 @@ def resolve_config(model: nn.Module, config: LoraConfig) -> LoraConfig:
     return config
 
 
+def _is_embedding(module: nn.Module) -> bool:
+    return isinstance(module, (nn.Embedding, LoraEmbedding))
+
+
 def _is_target(module_name: str, config: LoraConfig) -> bool:
     if _WRAPPER_PARTS.search(module_name) or _matches(module_name, config.exclude_modules):
         return False
@@ -340,8 +435,8 @@ class LoraModel(_Delegating):
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         return self.model(*args, **kwargs)
 
-    def lora_layers(self) -> dict[str, LoraLinear]:
-        return {name: module for name, module in self.model.named_modules() if isinstance(module, LoraLinear)}
+    def lora_layers(self) -> dict[str, LoraLayer]:
+        return {name: module for name, module in self.model.named_modules() if isinstance(module, LoraLayer)}
 
     def saved_modules(self) -> dict[str, ModulesToSaveWrapper]:
         return {name: module for name, module in self.model.named_modules() if isinstance(module, ModulesToSaveWrapper)}
@@ -364,25 +459,34 @@ class LoraModel(_Delegating):
             )
         for name in targets:
             module = self.model.get_submodule(name)
-            if layer_features(module) is None:
+            if _is_embedding(module):
+                if config.use_dora:
+                    raise UnsupportedArgumentError(
+                        f"LoraConfig: use_dora=True on the embedding {name!r} is not supported by torchformers; "
+                        "DoRA adapts linear layers here."
+                    )
+            elif layer_features(module) is None:
                 raise UnsupportedArgumentError(
                     f"LoraConfig: target module {name!r} is a {type(module).__name__}; LoRA adapts linear layers "
-                    "(nn.Linear, GPT-2's Conv1D, quantized linear layers). List it in modules_to_save to "
-                    "train it in full."
+                    "(nn.Linear, GPT-2's Conv1D, quantized linear layers) and nn.Embedding. List it in "
+                    "modules_to_save to train it in full."
                 )
         for name, module in list(self.model.named_modules()):
             if name and not _WRAPPER_PARTS.search(name) and _matches(name, config.modules_to_save):
                 if isinstance(module, ModulesToSaveWrapper):
                     module.add_adapter(adapter_name)
-                elif not isinstance(module, LoraLinear):
+                elif not isinstance(module, LoraLayer):
                     self.model.set_submodule(name, ModulesToSaveWrapper(module, adapter_name))
         for name in targets:
             module = self.model.get_submodule(name)
-            if not isinstance(module, LoraLinear):
-                if config.fan_in_fan_out != isinstance(module, Conv1D):
-                    logger.info("LoraConfig: fan_in_fan_out=%s does not describe %s; using the layer's own layout.",
-                                config.fan_in_fan_out, name)
-                module = LoraLinear(module)
+            if not isinstance(module, LoraLayer):
+                if _is_embedding(module):
+                    module = LoraEmbedding(module)
+                else:
+                    if config.fan_in_fan_out != isinstance(module, Conv1D):
+                        logger.info("LoraConfig: fan_in_fan_out=%s does not describe %s; using the layer's own "
+                                    "layout.", config.fan_in_fan_out, name)
+                    module = LoraLinear(module)
                 self.model.set_submodule(name, module)
             rank, scaling = config.scaling_for(name)
             module.add_adapter(adapter_name, rank, scaling, config.lora_dropout, config.init_lora_weights,
@@ -399,11 +503,8 @@ class LoraModel(_Delegating):
         self.active_adapter = adapter_name
         trainable = not self.peft_config[adapter_name].inference_mode
         for layer in self.lora_layers().values():
-            layer.active_adapters = [adapter_name] if adapter_name in layer.lora_A else []
-            for name in layer.lora_A:
-                for part in (layer.lora_A, layer.lora_B, layer.lora_magnitude_vector):
-                    if name in part:
-                        part[name].requires_grad_(trainable and name == adapter_name)
+            layer.active_adapters = [adapter_name] if adapter_name in layer.adapter_names() else []
+            layer.set_trainable(adapter_name, trainable)
         for wrapper in self.saved_modules().values():
             wrapper.active_adapter = adapter_name
             for name, module in wrapper.modules_to_save.items():
@@ -417,8 +518,8 @@ class LoraModel(_Delegating):
                     param.requires_grad_(trainable)
         elif bias == "lora_only":
             for layer in self.lora_layers().values():
-                if layer.base_layer.bias is not None:
-                    layer.base_layer.bias.requires_grad_(trainable)
+                if layer.bias is not None:
+                    layer.bias.requires_grad_(trainable)
 
     @contextlib.contextmanager
     def disable_adapter(self) -> Iterator[None]:
@@ -555,6 +656,8 @@ class PeftModel(_Delegating):
                 state[name.replace(f".{adapter_name}.", ".", 1)] = param
             elif name.endswith(f".lora_magnitude_vector.{adapter_name}.weight"):
                 state[name.removesuffix(f".{adapter_name}.weight")] = param  # peft's key: no ".weight"
+            elif name.endswith((f".lora_embedding_A.{adapter_name}", f".lora_embedding_B.{adapter_name}")):
+                state[name.removesuffix(f".{adapter_name}")] = param
             elif f".modules_to_save.{adapter_name}." in name:
                 state[name.replace(f".modules_to_save.{adapter_name}.", ".", 1)] = param
             elif name.endswith("bias") and ".lora_" not in name and ".modules_to_save." not in name:
@@ -562,7 +665,31 @@ class PeftModel(_Delegating):
                     state[name] = param
                 elif config.bias == "lora_only" and name.endswith(".base_layer.bias"):
                     state[name] = param
+        prefixes = self._saved_embedding_prefixes(config)
+        if prefixes:
+            everything = self.state_dict(keep_vars=True) if state_dict is None else state_dict
+            state.update({name: tensor for name, tensor in everything.items() if name.startswith(prefixes)})
         return {name: tensor.detach() for name, tensor in state.items()}
+
+    def _saved_embedding_prefixes(self, config: LoraConfig) -> tuple[str, ...]:
+        """peft's rule for adapters on ``embed_tokens`` or ``lm_head`` (named in target_modules): the file
+        also holds the adapted input and output embeddings' own weights (in case the vocabulary grew)."""
+        targets = config.target_modules
+        if isinstance(targets, str):
+            base = self.get_base_model()
+            targeted = targets != "all-linear" and any(
+                re.fullmatch(targets, name) for name, _ in base.named_modules()
+                if re.match(rf"(.*\.)?({'|'.join(_EMBEDDING_LAYER_NAMES)})$", name)
+            )
+        else:
+            targeted = any(name in (targets or ()) for name in _EMBEDDING_LAYER_NAMES)
+        if not targeted:
+            return ()
+        base = self.get_base_model()
+        layers = [base.get_input_embeddings(), base.get_output_embeddings()]
+        names = {id(module): name for name, module in self.named_modules()}
+        return tuple(f"{names[id(layer.base_layer)]}." for layer in layers
+                     if isinstance(layer, LoraLayer) and isinstance(layer.base_layer, (nn.Linear, nn.Embedding)))
 
     def save_pretrained(
         self,
@@ -656,7 +783,7 @@ class PeftModel(_Delegating):
         adapter must be given: an adapter saved for another base model is refused, naming the
         first tensor that does not fit.
         """
-        params = dict(self.named_parameters())
+        params = dict(self.named_parameters(remove_duplicate=False))  # a tied embedding is saved under both names
         wrappers = [PREFIX + name for name in self.base_model.saved_modules()]
         base_name = self.peft_config[adapter_name].base_model_name_or_path
         trained_on = f" (its adapter_config.json names {base_name})" if base_name else ""
@@ -678,7 +805,9 @@ class PeftModel(_Delegating):
                 target.copy_(tensor)
             filled.add(name)
         adapter_parts = (f".lora_A.{adapter_name}.", f".lora_B.{adapter_name}.", f".lora_magnitude_vector.{adapter_name}.")
-        missing = [name for name in params if any(part in name for part in adapter_parts) and name not in filled]
+        embedding_parts = (f".lora_embedding_A.{adapter_name}", f".lora_embedding_B.{adapter_name}")
+        missing = [name for name in params if name not in filled
+                   and (any(part in name for part in adapter_parts) or name.endswith(embedding_parts))]
         if missing:
             raise WeightsMismatchError(
                 f"{source} lacks {len(missing)} LoRA weights of adapter {adapter_name!r}, such as {missing[0]!r}: "
@@ -694,6 +823,8 @@ def _parameter_name(key: str, adapter_name: str, wrappers: list[str]) -> str:
             return key.replace(part, f"{part}{adapter_name}.", 1)
     if key.endswith(".lora_magnitude_vector"):
         return f"{key}.{adapter_name}.weight"
+    if key.endswith((".lora_embedding_A", ".lora_embedding_B")):
+        return f"{key}.{adapter_name}"
     for wrapper in wrappers:
         if key.startswith(wrapper + "."):
             return f"{wrapper}.modules_to_save.{adapter_name}.{key[len(wrapper) + 1:]}"
@@ -745,7 +876,7 @@ def get_peft_model(model: nn.Module, peft_config: LoraConfig, adapter_name: str 
                    **kwargs: Any) -> PeftModel:
     """Freeze ``model`` and add a trainable LoRA adapter; returns the wrapped model (peft's function).
 
-    The model is changed in place (its targeted layers become :class:`LoraLinear`).
+    The model is changed in place (its targeted layers become :class:`LoraLinear` or :class:`LoraEmbedding`).
     """
     kwargs.pop("autocast_adapter_dtype", None)  # adapters are float32 here, which is peft's default
     if kwargs.pop("mixed", False):
