@@ -206,6 +206,40 @@ def test_dora_trains_with_peft_gradients(bases, dropout):
         torch.testing.assert_close(grad, grads[0][name], atol=1e-5, rtol=1e-4, msg=lambda m, name=name: f"{name}: {m}")
 
 
+@pytest.mark.parametrize("init", ["pissa", "pissa_niter_2", "olora"])
+@pytest.mark.parametrize("family", ["llama", "bert"])
+def test_weight_based_inits_match_peft(bases, family, init, tmp_path):
+    # PiSSA and OLoRA move the weight's main rank-r part into the adapter: the same factors and
+    # residual weights as peft's, outputs unchanged at the start, and each library loads the other's
+    # trained adapter onto the original base model.
+    models = []
+    for library, base in ((peft, reference_base(bases, family)), (torchformers.peft, our_base(bases, family))):
+        torch.manual_seed(0)  # pissa_niter_<n> draws its random projection
+        models.append(library.get_peft_model(base, peft_config(library, family, init_lora_weights=init)))
+    reference, ours = models
+    their_params = dict(reference.named_parameters())
+    for name, param in ours.named_parameters():
+        torch.testing.assert_close(param, their_params[name], atol=1e-5, rtol=1e-5, msg=lambda m, name=name: f"{name}: {m}")
+    torch.testing.assert_close(logits(ours, family), logits(our_base(bases, family), family), atol=1e-4, rtol=0)
+    randomized(ours, seed=3, only_trainable=True).eval()
+    ours.save_pretrained(tmp_path / "ours")
+    # Loading runs the init again to rebuild the residual weights (pissa_niter_<n> from the same seed).
+    torch.manual_seed(0)
+    reloaded = peft.PeftModel.from_pretrained(reference_base(bases, family), tmp_path / "ours").eval()
+    torch.testing.assert_close(logits(reloaded, family), logits(ours, family), atol=1e-4, rtol=0)
+    torch.manual_seed(0)
+    ours_again = PeftModel.from_pretrained(our_base(bases, family), tmp_path / "ours")
+    torch.testing.assert_close(logits(ours_again, family), logits(ours, family), atol=1e-4, rtol=0)
+
+
+def test_weight_based_inits_need_a_float_weight(bases):
+    from torchformers.quantization import quantize
+
+    base = quantize(our_base(bases, "llama"), {"bits": 8})
+    with pytest.raises(UnsupportedArgumentError, match="pissa.*floating-point"):
+        get_peft_model(base, LoraConfig(target_modules=["q_proj"], init_lora_weights="pissa"))
+
+
 EMBEDDINGS = {"llama": "embed_tokens", "gpt2": "wte", "bert": "word_embeddings"}
 
 
@@ -379,6 +413,7 @@ def test_missing_adapter_weights_are_refused(bases, tmp_path):
 
 @pytest.mark.parametrize(("key", "value", "message"), [
     ("lora_bias", True, "lora_bias=True is not supported"),
+    ("init_lora_weights", "loftq", "init_lora_weights='loftq' is not supported"),
     ("some_future_option", [1], "some_future_option=.* does not implement"),
     ("peft_type", "IA3", "LoRA adapters only"),
 ])

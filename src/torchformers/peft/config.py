@@ -61,7 +61,11 @@ class LoraConfig:
             ``Conv1D``; torchformers reads the layout from the layer itself.
         use_rslora: rank-stabilized scaling ``lora_alpha / sqrt(r)``.
         init_lora_weights: ``True`` (A random, B zero: the adapter starts as a no-op),
-            ``"gaussian"`` (A normal with std 1/r, B zero) or ``False`` (both random).
+            ``"gaussian"`` (A normal with std 1/r, B zero), ``False`` (both random), or, for
+            linear layers, ``"pissa"`` / ``"pissa_niter_<n>"`` (the weight's top singular
+            directions, exact or by n power iterations) and ``"olora"`` (its QR factors): these
+            move the weight's main rank-r part into the adapter and leave the rest as the frozen
+            weight, as peft does (also when such an adapter is loaded: load it onto the original model).
         layers_to_transform, layers_pattern: adapt only these layer indices (with a list of target names).
         rank_pattern, alpha_pattern: per-module ``r`` and ``lora_alpha`` overrides, keyed by regular expression.
         use_dora: DoRA: each adapted weight ``W + s * BA`` is rescaled row by row to a learned length
@@ -101,10 +105,13 @@ class LoraConfig:
             raise ConfigError(f"LoraConfig: bias must be 'none', 'all' or 'lora_only', got {self.bias!r}.")
         if not 0.0 <= float(self.lora_dropout) < 1.0:
             raise ConfigError(f"LoraConfig: lora_dropout must be in [0, 1), got {self.lora_dropout!r}.")
-        if self.init_lora_weights not in (True, False, "gaussian"):
+        init = self.init_lora_weights
+        if init not in (True, False, "gaussian", "pissa", "olora") and not (
+            isinstance(init, str) and init.startswith("pissa_niter_") and init.removeprefix("pissa_niter_").isdigit()
+        ):
             raise UnsupportedArgumentError(
-                f"LoraConfig: init_lora_weights={self.init_lora_weights!r} is not supported; use True, False or "
-                "'gaussian'."
+                f"LoraConfig: init_lora_weights={init!r} is not supported; use True, False, 'gaussian', 'pissa', "
+                "'pissa_niter_<n>' or 'olora'."
             )
         if self.lora_bias:
             raise UnsupportedArgumentError("LoraConfig: lora_bias=True is not supported by torchformers.")

@@ -156,10 +156,44 @@ class LoraLinear(LoraLayer):
         self.lora_B[name] = lora_b
         self.lora_dropout[name] = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.scaling[name] = scaling
+        if isinstance(init, str) and init != "gaussian":
+            self._init_from_weight(name, init)
         if dora:
             with torch.no_grad():  # the adapted rows' lengths, so the adapter starts as the plain update
                 lengths = self._adapted_row_norms(self.base_weight(torch.float32), self.delta_weight(name))
             self.lora_magnitude_vector[name] = DoraMagnitude(lengths)
+
+    @torch.no_grad()
+    def _init_from_weight(self, name: str, init: str) -> None:
+        """PiSSA (``"pissa"``, ``"pissa_niter_<n>"``) or OLoRA (``"olora"``), as peft computes them:
+        the adapter starts as the frozen weight's main rank-r part, which is taken out of the frozen
+        weight, so the layer's output is unchanged. The frozen weight becomes that residual."""
+        base = self.base_layer
+        if isinstance(base, QuantizedLinear):
+            raise UnsupportedArgumentError(
+                f"init_lora_weights={init!r} rewrites the frozen weight; it needs a floating-point layer. Initialize "
+                "on the full-precision model, then quantize."
+            )
+        if init == "olora" and self.fan_in_fan_out:
+            raise UnsupportedArgumentError("init_lora_weights='olora' is not supported on GPT-2's Conv1D layers.")
+        rank, scaling = self.lora_A[name].out_features, self.scaling[name]
+        weight = self.base_weight(torch.float32)
+        if init == "olora":
+            q, r = torch.linalg.qr(weight)
+            lora_a, lora_b = r[:rank].contiguous(), q[:, :rank].contiguous()
+        else:
+            if init == "pissa":
+                v, singular, uh = torch.linalg.svd(weight, full_matrices=False)
+                v, singular, uh = v[:, :rank], singular[:rank], uh[:rank]
+            else:
+                v, singular, u = torch.svd_lowrank(weight, rank, niter=int(init.removeprefix("pissa_niter_")))
+                uh = u.t()
+            root = torch.diag(torch.sqrt(singular / scaling))
+            lora_a, lora_b = root @ uh, v @ root
+        self.lora_A[name].weight.data = lora_a
+        self.lora_B[name].weight.data = lora_b
+        residual = (weight - scaling * lora_b @ lora_a).to(base.weight.dtype)
+        base.weight.data = residual.t() if self.fan_in_fan_out else residual
 
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         result = self.base_layer(x, *args, **kwargs)
