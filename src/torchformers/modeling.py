@@ -367,6 +367,20 @@ class PreTrainedModel(nn.Module):
                 module.gradient_checkpointing = True
                 module.checkpoint_options = options
 
+    def enable_input_require_grads(self) -> None:
+        """Make the input embeddings' output require a gradient, so that reentrant gradient checkpointing
+        of frozen layers still reaches adapters inside them (what peft's QLoRA preparation asks for)."""
+        def require_grad(module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
+            output.requires_grad_(True)
+
+        self.disable_input_require_grads()
+        self._require_grads_hook = self.get_input_embeddings().register_forward_hook(require_grad)
+
+    def disable_input_require_grads(self) -> None:
+        hook = self.__dict__.pop("_require_grads_hook", None)
+        if hook is not None:
+            hook.remove()
+
     def gradient_checkpointing_disable(self) -> None:
         for module in self.modules():
             if hasattr(module, "gradient_checkpointing"):

@@ -433,3 +433,40 @@ def test_a_second_all_linear_adapter_covers_the_layers_the_first_adapted(bases):
     assert len(layers) == 2 * 7 and all("wide" in layer.lora_A for layer in layers)
     assert model.active_adapter == "default"
     assert all(".default." in name for name, param in model.named_parameters() if param.requires_grad)
+
+
+@pytest.mark.parametrize("save_embedding_layers", [True, False])
+def test_save_embedding_layers_writes_the_keys_peft_writes(bases, save_embedding_layers, tmp_path):
+    reference = reference_adapter(bases, "llama", tmp_path / "made")
+    ours = PeftModel.from_pretrained(our_base(bases, "llama"), tmp_path / "made")
+    for model, name in ((reference, "theirs"), (ours, "ours")):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model.save_pretrained(tmp_path / name, save_embedding_layers=save_embedding_layers)
+    our_tensors = load_file(tmp_path / "ours" / "adapter_model.safetensors")
+    their_tensors = load_file(tmp_path / "theirs" / "adapter_model.safetensors")
+    assert sorted(our_tensors) == sorted(their_tensors)
+    assert any("embed_tokens" in key for key in our_tensors) == save_embedding_layers
+    for key, tensor in our_tensors.items():
+        torch.testing.assert_close(tensor, their_tensors[key], atol=0, rtol=0)
+
+
+def test_peft_state_dict_helpers_round_trip(bases, tmp_path):
+    from torchformers.peft import get_peft_model_state_dict, load_peft_weights, set_peft_model_state_dict
+
+    reference_adapter(bases, "llama", tmp_path)
+    saved = load_peft_weights(tmp_path)
+    assert sorted(saved) == sorted(load_file(tmp_path / "adapter_model.safetensors"))
+    fresh = get_peft_model(our_base(bases, "llama"), peft_config(torchformers.peft, "llama"))
+    result = set_peft_model_state_dict(fresh, saved)
+    assert result.missing_keys == [] and result.unexpected_keys == []
+    loaded = PeftModel.from_pretrained(our_base(bases, "llama"), tmp_path)
+    torch.testing.assert_close(logits(fresh.eval(), "llama"), logits(loaded, "llama"), atol=0, rtol=0)
+    state = get_peft_model_state_dict(fresh)
+    assert sorted(state) == sorted(saved)
+    for key, tensor in state.items():
+        torch.testing.assert_close(tensor, saved[key], atol=0, rtol=0)
+    with pytest.raises(WeightsMismatchError, match="no place"):
+        set_peft_model_state_dict(fresh, {"base_model.model.nowhere.lora_A.weight": torch.zeros(1)})
+    with pytest.raises(ConfigError, match="PeftModel"):
+        get_peft_model_state_dict(our_base(bases, "llama"))

@@ -80,3 +80,27 @@ def test_the_trainer_trains_and_saves_only_the_adapter(bits, tmp_path):
     trainer.save_model(str(tmp_path / "adapter"))
     assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
     assert not (tmp_path / "adapter" / "model.safetensors").exists()
+
+
+def test_prepare_model_for_kbit_training_then_adapters_train():
+    from torchformers.peft import prepare_model_for_kbit_training
+
+    torch.manual_seed(0)
+    model = quantize(LlamaForCausalLM.from_config(LlamaConfig(**TINY)).to(torch.bfloat16), {"bits": 4, "group_size": 32})
+    model = prepare_model_for_kbit_training(model)  # peft's default: reentrant checkpointing
+    assert not any(param.requires_grad for param in model.parameters())
+    assert all(param.dtype == torch.float32 for param in model.parameters())  # norms and embeddings upcast
+    assert model.is_gradient_checkpointing
+    peft_model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules="all-linear"))
+    peft_model.train()
+    loss = peft_model(input_ids=BATCH, labels=BATCH).loss
+    loss.backward()
+    # Through the checkpointed layers, the first layer's adapter still gets its gradient.
+    first = peft_model.get_base_model().model.layers[0].self_attn.q_proj
+    assert first.lora_B["default"].weight.grad.abs().sum() > 0
+    # The same gradients as without checkpointing.
+    with_checkpoints = first.lora_B["default"].weight.grad.clone()
+    peft_model.zero_grad()
+    peft_model.get_base_model().gradient_checkpointing_disable()
+    peft_model(input_ids=BATCH, labels=BATCH).loss.backward()
+    torch.testing.assert_close(first.lora_B["default"].weight.grad, with_checkpoints, atol=1e-6, rtol=1e-5)

@@ -678,10 +678,16 @@ class PeftModel(_Delegating):
         print(f"trainable params: {trainable:,d} || all params: {total:,d} || trainable%: {100 * trainable / total:.4f}")
 
     # -- saving and loading -----------------------------------------------------------------------
-    def adapter_state_dict(self, adapter_name: str = "default",
-                           state_dict: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    def adapter_state_dict(self, adapter_name: str = "default", state_dict: dict[str, torch.Tensor] | None = None,
+                           save_embedding_layers: bool | str = "auto") -> dict[str, torch.Tensor]:
         """The adapter's tensors under the names ``adapter_model.safetensors`` uses (adapter name left out),
-        taken from the model or from ``state_dict`` (the whole model's, as ``state_dict()`` names it)."""
+        taken from the model or from ``state_dict`` (the whole model's, as ``state_dict()`` names it).
+
+        ``save_embedding_layers`` adds the input and output embeddings' full weights: ``"auto"``
+        when ``embed_tokens`` or ``lm_head`` is a target (peft's rule), ``True`` always, ``False`` never.
+        """
+        if save_embedding_layers not in (True, False, "auto"):
+            raise ConfigError(f"save_embedding_layers must be True, False or 'auto', got {save_embedding_layers!r}.")
         config = self.peft_config[adapter_name]
         state = {}
         tensors = self.named_parameters() if state_dict is None else state_dict.items()
@@ -699,31 +705,33 @@ class PeftModel(_Delegating):
                     state[name] = param
                 elif config.bias == "lora_only" and name.endswith(".base_layer.bias"):
                     state[name] = param
-        prefixes = self._saved_embedding_prefixes(config)
+        prefixes = self._saved_embedding_prefixes(config, save_embedding_layers)
         if prefixes:
             everything = self.state_dict(keep_vars=True) if state_dict is None else state_dict
             state.update({name: tensor for name, tensor in everything.items() if name.startswith(prefixes)})
         return {name: tensor.detach() for name, tensor in state.items()}
 
-    def _saved_embedding_prefixes(self, config: LoraConfig) -> tuple[str, ...]:
-        """peft's rule for adapters on ``embed_tokens`` or ``lm_head`` (named in target_modules): the file
-        also holds the adapted input and output embeddings' own weights (in case the vocabulary grew)."""
+    def _saved_embedding_prefixes(self, config: LoraConfig, save: bool | str) -> tuple[str, ...]:
+        """Where the embeddings ``save_embedding_layers`` asks for sit. peft's rules: with ``"auto"``, an
+        adapter on ``embed_tokens`` or ``lm_head`` saves the adapted embeddings' own weights (the
+        vocabulary may have grown); with ``True`` and no embedding adapted, the plain embeddings."""
         targets = config.target_modules
+        base = self.get_base_model()
         if isinstance(targets, str):
-            base = self.get_base_model()
             targeted = targets != "all-linear" and any(
                 re.fullmatch(targets, name) for name, _ in base.named_modules()
                 if re.match(rf"(.*\.)?({'|'.join(_EMBEDDING_LAYER_NAMES)})$", name)
             )
         else:
             targeted = any(name in (targets or ()) for name in _EMBEDDING_LAYER_NAMES)
-        if not targeted:
+        if save is False or (save == "auto" and not targeted):
             return ()
-        base = self.get_base_model()
         layers = [base.get_input_embeddings(), base.get_output_embeddings()]
         names = {id(module): name for name, module in self.named_modules()}
-        return tuple(f"{names[id(layer.base_layer)]}." for layer in layers
-                     if isinstance(layer, LoraLayer) and isinstance(layer.base_layer, (nn.Linear, nn.Embedding)))
+        if targeted:
+            return tuple(f"{names[id(layer.base_layer)]}." for layer in layers
+                         if isinstance(layer, LoraLayer) and isinstance(layer.base_layer, (nn.Linear, nn.Embedding)))
+        return tuple(f"{names[id(layer)]}." for layer in layers if layer is not None and id(layer) in names)
 
     def save_pretrained(
         self,
@@ -732,11 +740,13 @@ class PeftModel(_Delegating):
         selected_adapters: list[str] | None = None,
         is_main_process: bool = True,
         state_dict: dict[str, torch.Tensor] | None = None,
+        save_embedding_layers: bool | str = "auto",
         **kwargs: Any,
     ) -> None:
         """Write each adapter's ``adapter_config.json`` and ``adapter_model.safetensors``: the
         ``default`` adapter into ``save_directory``, others into a subdirectory named after them.
-        ``state_dict`` (the whole model's) supplies the tensors instead of the model, as in peft."""
+        ``state_dict`` (the whole model's) supplies the tensors instead of the model, and
+        ``save_embedding_layers`` adds the embeddings' weights (see :meth:`adapter_state_dict`), as in peft."""
         if kwargs:
             raise UnsupportedArgumentError(f"save_pretrained() got unsupported arguments {sorted(kwargs)}.")
         if not safe_serialization:
@@ -750,7 +760,7 @@ class PeftModel(_Delegating):
                 raise ConfigError(f"no adapter named {adapter_name!r}; the model has {sorted(self.peft_config)}.")
             directory = save_directory if adapter_name == "default" else os.path.join(save_directory, adapter_name)
             os.makedirs(directory, exist_ok=True)
-            save_safetensors(self.adapter_state_dict(adapter_name, state_dict),
+            save_safetensors(self.adapter_state_dict(adapter_name, state_dict, save_embedding_layers),
                              os.path.join(directory, ADAPTER_SAFE_WEIGHTS_NAME))
             config = copy.deepcopy(self.peft_config[adapter_name])
             config.inference_mode = True
@@ -772,13 +782,13 @@ class PeftModel(_Delegating):
         model is put in eval mode. Hub options: ``revision``, ``cache_dir``, ``token``,
         ``local_files_only``, ``subfolder``.
         """
-        hub_kwargs = _hub_kwargs(kwargs)
-        config = config if config is not None else _load_adapter_config(model_id, hub_kwargs)
+        hub_options = hub_kwargs(kwargs)
+        config = config if config is not None else _load_adapter_config(model_id, hub_options)
         config = copy.deepcopy(config)
         config.inference_mode = not is_trainable
         peft_class = MODEL_TYPE_TO_PEFT_MODEL.get(config.task_type or "", cls) if cls is PeftModel else cls
         peft_model = peft_class(model, config, adapter_name)
-        peft_model._load_adapter_weights(model_id, adapter_name, hub_kwargs)
+        peft_model._load_adapter_weights(model_id, adapter_name, hub_options)
         if not is_trainable:
             peft_model.eval()
         return peft_model
@@ -786,27 +796,16 @@ class PeftModel(_Delegating):
     def load_adapter(self, model_id: str | os.PathLike, adapter_name: str, is_trainable: bool = False,
                      **kwargs: Any) -> None:
         """Load another saved adapter under ``adapter_name``; the active adapter does not change."""
-        hub_kwargs = _hub_kwargs(kwargs)
-        config = _load_adapter_config(model_id, hub_kwargs)
+        hub_options = hub_kwargs(kwargs)
+        config = _load_adapter_config(model_id, hub_options)
         config.inference_mode = not is_trainable
         self.base_model.inject_adapter(adapter_name, config)
-        self._load_adapter_weights(model_id, adapter_name, hub_kwargs)
+        self._load_adapter_weights(model_id, adapter_name, hub_options)
         if not is_trainable:
             self.eval()
 
-    def _load_adapter_weights(self, model_id: str | os.PathLike, adapter_name: str, hub_kwargs: dict[str, Any]) -> None:
-        path = resolve_file(model_id, ADAPTER_SAFE_WEIGHTS_NAME, required=False, **hub_kwargs)
-        if path is not None:
-            reader = SafetensorsFile(path)
-            tensors = {name: reader.tensor(name) for name in reader.keys()}
-        else:
-            path = resolve_file(model_id, ADAPTER_WEIGHTS_NAME, required=False, **hub_kwargs)
-            if path is None:
-                raise WeightsMismatchError(
-                    f"{model_id} has no {ADAPTER_SAFE_WEIGHTS_NAME} (nor {ADAPTER_WEIGHTS_NAME}); an adapter "
-                    "directory holds adapter_config.json and the adapter's weights."
-                )
-            tensors = load_torch_bin(path)
+    def _load_adapter_weights(self, model_id: str | os.PathLike, adapter_name: str, hub_options: dict[str, Any]) -> None:
+        tensors, path = read_adapter_weights(model_id, hub_options)
         self.load_adapter_state_dict(tensors, adapter_name, describe_path(path))
 
     def load_adapter_state_dict(self, tensors: dict[str, torch.Tensor], adapter_name: str = "default",
@@ -850,6 +849,22 @@ class PeftModel(_Delegating):
             )
 
 
+def read_adapter_weights(model_id: str | os.PathLike, hub_options: dict[str, Any]) -> tuple[dict[str, torch.Tensor], str]:
+    """The tensors of a saved adapter (``adapter_model.safetensors``, else ``adapter_model.bin``
+    read with ``weights_only=True``) and the file they came from."""
+    path = resolve_file(model_id, ADAPTER_SAFE_WEIGHTS_NAME, required=False, **hub_options)
+    if path is not None:
+        reader = SafetensorsFile(path)
+        return {name: reader.tensor(name) for name in reader.keys()}, path  # noqa: SIM118 - not a dict
+    path = resolve_file(model_id, ADAPTER_WEIGHTS_NAME, required=False, **hub_options)
+    if path is None:
+        raise WeightsMismatchError(
+            f"{model_id} has no {ADAPTER_SAFE_WEIGHTS_NAME} (nor {ADAPTER_WEIGHTS_NAME}); an adapter "
+            "directory holds adapter_config.json and the adapter's weights."
+        )
+    return load_torch_bin(path), path
+
+
 def _parameter_name(key: str, adapter_name: str, wrappers: list[str]) -> str:
     """Our parameter name for a key of ``adapter_model.safetensors``: the adapter name put back."""
     for part in (".lora_A.", ".lora_B."):
@@ -865,7 +880,8 @@ def _parameter_name(key: str, adapter_name: str, wrappers: list[str]) -> str:
     return key
 
 
-def _hub_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+def hub_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The hub options (revision, cache_dir, token...) among ``kwargs``; any other key is refused."""
     allowed = {"revision", "cache_dir", "token", "local_files_only", "subfolder", "force_download"}
     unknown = sorted(set(kwargs) - allowed)
     if unknown:
@@ -873,8 +889,8 @@ def _hub_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in kwargs.items() if value is not None}
 
 
-def _load_adapter_config(model_id: str | os.PathLike, hub_kwargs: dict[str, Any]) -> LoraConfig:
-    return LoraConfig.from_json_file(resolve_file(model_id, ADAPTER_CONFIG_NAME, **hub_kwargs))
+def _load_adapter_config(model_id: str | os.PathLike, hub_options: dict[str, Any]) -> LoraConfig:
+    return LoraConfig.from_json_file(resolve_file(model_id, ADAPTER_CONFIG_NAME, **hub_options))
 
 
 class PeftModelForCausalLM(PeftModel):
