@@ -204,6 +204,17 @@ def test_dora_trains_with_peft_gradients(bases, dropout):
     assert sorted(grads[0]) == sorted(grads[1]) and any("lora_magnitude_vector" in n for n in grads[1])
     for name, grad in grads[1].items():
         torch.testing.assert_close(grad, grads[0][name], atol=1e-5, rtol=1e-4, msg=lambda m, name=name: f"{name}: {m}")
+    # After an optimizer step the kept row lengths are recomputed: outputs still equal peft's.
+    for model in models:
+        torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5).step()
+        model.eval()
+    layer = ours.get_base_model().model.layers[0].self_attn.q_proj
+    before = layer._dora_cache["default"][1]
+    torch.testing.assert_close(logits(ours, "llama"), logits(reference, "llama"), atol=ATOL, rtol=0)
+    assert layer._dora_cache["default"][1] is not before
+    kept = layer._dora_cache["default"][1]
+    logits(ours, "llama")
+    assert layer._dora_cache["default"][1] is kept  # unchanged weights: the lengths are reused
 
 
 @pytest.mark.parametrize("init", ["pissa", "pissa_niter_2", "olora"])

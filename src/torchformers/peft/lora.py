@@ -36,6 +36,7 @@ from torch import nn
 from ..errors import ConfigError, UnsupportedArgumentError, WeightsMismatchError, describe_path
 from ..hub import resolve_file
 from ..models.gpt2 import Conv1D
+from ..nn.linear import stamp, unchanged
 from ..quantization.linear import QuantizedLinear
 from ..weights.safetensors import SafetensorsFile, save_safetensors
 from ..weights.torch_bin import load_torch_bin
@@ -215,15 +216,31 @@ class LoraLinear(LoraLayer):
         """What a DoRA adapter adds to the frozen layer's ``result``: the output of the rescaled weight
         ``m * (W + s * BA) / |W + s * BA|`` (row lengths ``|.|`` taken as constants) less ``W x``."""
         lora_a, lora_b, dropout, scaling = self.lora_A[name], self.lora_B[name], self.lora_dropout[name], self.scaling[name]
-        weight = self.base_weight(x.dtype)
-        lengths = self._adapted_row_norms(weight, scaling * (lora_b.weight @ lora_a.weight).detach()).detach()
-        rescale = self.lora_magnitude_vector[name].weight / lengths
+        rescale = self.lora_magnitude_vector[name].weight / self._dora_lengths(name, x.dtype)
         if isinstance(dropout, nn.Identity) or not self.training:
             plain = result if self.bias is None else result - self.bias
         else:  # the frozen product must see the same dropped-out input as the adapter
             x = dropout(x)
-            plain = torch.nn.functional.linear(x, weight)
+            plain = torch.nn.functional.linear(x, self.base_weight(x.dtype))
         return (rescale - 1) * plain + rescale * lora_b(lora_a(x)) * scaling
+
+    def _dora_lengths(self, name: str, dtype: torch.dtype) -> torch.Tensor:
+        """The row lengths ``|W + s * BA|`` of adapter ``name``, a constant for autograd.
+
+        Kept until the frozen weight, A or B changes: a decode step would otherwise read every
+        adapted weight twice more (peft recomputes them each call unless told to cache), and an
+        optimizer step changes A and B in place, which their versions record.
+        """
+        sources = [*self.base_layer.parameters(recurse=False), *self.base_layer.buffers(recurse=False),
+                   self.lora_A[name].weight, self.lora_B[name].weight]
+        cache = self.__dict__.setdefault("_dora_cache", {})
+        cached = cache.get(name)
+        if cached is None or cached[1].dtype != dtype or not unchanged(cached[0], sources):
+            with torch.no_grad():
+                delta = self.scaling[name] * (self.lora_B[name].weight @ self.lora_A[name].weight)
+                lengths = self._adapted_row_norms(self.base_weight(dtype), delta.to(dtype))
+            cache[name] = cached = (stamp(sources), lengths)
+        return cached[1]
 
     @staticmethod
     def _adapted_row_norms(weight: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
