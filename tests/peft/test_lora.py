@@ -481,3 +481,16 @@ def test_peft_state_dict_helpers_round_trip(bases, tmp_path):
         set_peft_model_state_dict(fresh, {"base_model.model.nowhere.lora_A.weight": torch.zeros(1)})
     with pytest.raises(ConfigError, match="PeftModel"):
         get_peft_model_state_dict(our_base(bases, "llama"))
+
+
+def test_adapter_modules_with_hooks_still_run_their_hooks(bases):
+    # Without dropout the adapter's two products run as plain kernels; a hook on lora_A turns that off.
+    model = get_peft_model(our_base(bases, "llama"), peft_config(torchformers.peft, "llama")).eval()
+    randomized(model, seed=4, only_trainable=True)
+    fused = logits(model, "llama")
+    layer = model.get_base_model().model.layers[0].self_attn.q_proj
+    calls = []
+    handle = layer.lora_A["default"].register_forward_hook(lambda module, args, output: calls.append(output.shape))
+    torch.testing.assert_close(logits(model, "llama"), fused, atol=1e-6, rtol=0)
+    handle.remove()
+    assert calls
