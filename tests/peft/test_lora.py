@@ -494,3 +494,37 @@ def test_adapter_modules_with_hooks_still_run_their_hooks(bases):
     torch.testing.assert_close(logits(model, "llama"), fused, atol=1e-6, rtol=0)
     handle.remove()
     assert calls
+
+
+@pytest.mark.parametrize(("combination_type", "ranks"), [("linear", (4, 4)), ("cat", (4, 2)), ("svd", (4, 2))])
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_weighted_adapter_combinations_match_peft(bases, family, combination_type, ranks, tmp_path):
+    targets = {"llama": ["q_proj", "v_proj", "embed_tokens"], "gpt2": ["c_attn", "c_proj"]}[family]
+    for seed, rank in enumerate(ranks):
+        reference_adapter(bases, family, tmp_path / str(seed), seed=seed + 1, r=rank, target_modules=targets[seed:])
+    models = []
+    for library, base in ((peft, reference_base(bases, family)), (torchformers.peft, our_base(bases, family))):
+        model = library.PeftModel.from_pretrained(base, tmp_path / "0", adapter_name="first")
+        model.load_adapter(tmp_path / "1", adapter_name="second")
+        model.add_weighted_adapter(["first", "second"], [0.7, -1.3], "mixed", combination_type=combination_type)
+        model.set_adapter("mixed")
+        models.append(model.eval())
+    reference, ours = models
+    assert not any(p.requires_grad for n, p in ours.named_parameters() if ".mixed" in n)
+    torch.testing.assert_close(logits(ours, family), logits(reference, family), atol=1e-4, rtol=0)
+    their_params = dict(reference.named_parameters())
+    for name, param in ours.named_parameters():
+        if ".mixed" in name and combination_type != "svd":  # singular vectors may differ in sign; the product may not
+            torch.testing.assert_close(param, their_params[name], atol=1e-6, rtol=1e-5)
+
+
+def test_weighted_adapters_refuse_what_they_cannot_combine(bases):
+    model = get_peft_model(our_base(bases, "llama"), LoraConfig(r=4, target_modules=["q_proj"]))
+    model.add_adapter("wide", LoraConfig(r=8, target_modules=["q_proj"]))
+    with pytest.raises(ConfigError, match="one rank"):
+        model.add_weighted_adapter(["default", "wide"], [1.0, 1.0], "mixed", combination_type="linear")
+    with pytest.raises(UnsupportedArgumentError, match="ties"):
+        model.add_weighted_adapter(["default", "wide"], [1.0, 1.0], "mixed", combination_type="ties", density=0.5)
+    with pytest.raises(ConfigError, match="no adapter named"):
+        model.add_weighted_adapter(["default", "nope"], [1.0, 1.0], "mixed")
+    assert "mixed" not in model.peft_config

@@ -118,6 +118,12 @@ class LoraLayer(nn.Module):
     def adapter_names(self) -> list[str]:
         return list(getattr(self, self.adapter_parts[0]))
 
+    def factors(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Adapter ``name``'s A (r, inputs) and B (outputs, r) parameters: its update is ``scale * B @ A``
+        (for an embedding, inputs are token ids and outputs the embedding's features)."""
+        a, b = (getattr(self, part)[name] for part in self.adapter_parts[:2])
+        return (a.weight if isinstance(a, nn.Module) else a), (b.weight if isinstance(b, nn.Module) else b)
+
     def set_trainable(self, adapter_name: str, trainable: bool) -> None:
         """Train ``adapter_name``'s weights (when ``trainable``) and freeze the other adapters'."""
         for part in self.adapter_parts:
@@ -679,6 +685,13 @@ class PeftModel(_Delegating):
 
     def delete_adapter(self, adapter_name: str) -> None:
         self.base_model.delete_adapter(adapter_name)
+
+    def add_weighted_adapter(self, adapters: list[str], weights: list[float], adapter_name: str,
+                             combination_type: str = "svd", svd_rank: int | None = None, **kwargs: Any) -> None:
+        """A new adapter that combines ``adapters`` with ``weights`` (see :func:`~torchformers.peft.combine.add_weighted_adapter`)."""
+        from .combine import add_weighted_adapter
+
+        add_weighted_adapter(self.base_model, adapters, weights, adapter_name, combination_type, svd_rank, **kwargs)
 
     @contextlib.contextmanager
     def disable_adapter(self) -> Iterator[None]:
