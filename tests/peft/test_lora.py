@@ -528,3 +528,47 @@ def test_weighted_adapters_refuse_what_they_cannot_combine(bases):
     with pytest.raises(ConfigError, match="no adapter named"):
         model.add_weighted_adapter(["default", "nope"], [1.0, 1.0], "mixed")
     assert "mixed" not in model.peft_config
+
+
+@pytest.mark.parametrize("dora", [False, True])
+def test_merge_adapter_and_unmerge_adapter_match_peft(bases, dora, tmp_path):
+    reference_adapter(bases, "gpt2", tmp_path, use_dora=dora)
+    reference = peft.PeftModel.from_pretrained(reference_base(bases, "gpt2"), tmp_path).eval()
+    ours = PeftModel.from_pretrained(our_base(bases, "gpt2"), tmp_path)
+    adapted = logits(ours, "gpt2")
+    weight = ours.get_base_model().transformer.h[0].attn.c_attn.base_layer.weight.detach().clone()
+    reference.merge_adapter()
+    ours.merge_adapter()
+    assert isinstance(ours.get_base_model().transformer.h[0].attn.c_attn, LoraLinear)
+    torch.testing.assert_close(logits(ours, "gpt2"), logits(reference, "gpt2"), atol=ATOL, rtol=0)
+    torch.testing.assert_close(logits(ours, "gpt2"), adapted, atol=ATOL, rtol=0)
+    reference.unmerge_adapter()
+    ours.unmerge_adapter()
+    restored = ours.get_base_model().transformer.h[0].attn.c_attn.base_layer.weight
+    their_restored = reference.get_base_model().transformer.h[0].attn.c_attn.base_layer.weight
+    torch.testing.assert_close(restored, their_restored, atol=1e-6, rtol=0)
+    # Rounding: DoRA's unmerge divides by the row factors (peft's formula), plain LoRA's subtracts.
+    torch.testing.assert_close(restored, weight, atol=1e-4 if dora else 1e-6, rtol=0)
+    torch.testing.assert_close(logits(ours, "gpt2"), logits(reference, "gpt2"), atol=ATOL, rtol=0)
+    # Switching adapters off while merged takes them back out first, as peft does.
+    ours.merge_adapter()
+    ours.disable_adapter_layers()
+    with reference.disable_adapter():
+        plain = logits(reference, "gpt2")
+    torch.testing.assert_close(logits(ours, "gpt2"), plain, atol=ATOL, rtol=0)
+    ours.enable_adapter_layers()
+    torch.testing.assert_close(logits(ours, "gpt2"), adapted, atol=ATOL, rtol=0)
+
+
+def test_set_requires_grad_picks_the_adapters_that_train(bases):
+    model = get_peft_model(our_base(bases, "llama"), LoraConfig(target_modules=["q_proj"]))
+    model.add_adapter("other", LoraConfig(target_modules=["q_proj"]))
+    trainable = lambda: sorted({n.split(".lora_")[1].split(".")[1] for n, p in model.named_parameters()  # noqa: E731
+                                if p.requires_grad})
+    assert trainable() == ["default"]
+    model.set_requires_grad("other")
+    assert trainable() == ["default", "other"]
+    model.set_requires_grad(["default", "other"], requires_grad=False)
+    assert trainable() == []
+    with pytest.raises(ConfigError, match="no adapter named"):
+        model.set_requires_grad("nope")

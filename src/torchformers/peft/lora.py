@@ -106,6 +106,8 @@ class LoraLayer(nn.Module):
         self.scaling: dict[str, float] = {}
         self.active_adapters: list[str] = []
         self.disable_adapters = False
+        self.merged_adapters: list[str] = []  # adapters added into the frozen weight (merge_adapter)
+        self._merged_rescales: dict[str, torch.Tensor] = {}  # DoRA's row factors at merge time, to undo them
 
     @property
     def weight(self) -> torch.Tensor:
@@ -114,6 +116,64 @@ class LoraLayer(nn.Module):
     @property
     def bias(self) -> torch.Tensor | None:
         return getattr(self.base_layer, "bias", None)
+
+    def _base_output_only(self) -> bool:
+        """Whether a forward is the frozen layer's alone: adapters switched off (taking merged ones back
+        out of the weight first, as peft does) or already merged into it."""
+        if self.disable_adapters and self.merged_adapters:
+            self.unmerge()
+        return self.disable_adapters or bool(self.merged_adapters)
+
+    def base_weight(self, dtype: torch.dtype) -> torch.Tensor:
+        """The frozen weight as an (out, in) matrix of ``dtype`` (dequantized, for a quantized layer;
+        (num_embeddings, embedding_dim) for an embedding)."""
+        base = self.base_layer
+        if isinstance(base, QuantizedLinear):
+            return base.dequantize(dtype)
+        weight = base.weight.t() if getattr(self, "fan_in_fan_out", False) else base.weight
+        return weight.to(dtype)
+
+    def _change_base(self, name: str, delta: torch.Tensor | None = None, weight: torch.Tensor | None = None,
+                     safe_merge: bool = False) -> None:
+        """Add ``delta`` to the frozen weight, or make it ``weight`` (float32 (out, in) matrices): DoRA's
+        merges set the rescaled weight itself, as peft does, which keeps rows with small factors exact."""
+        change = delta if delta is not None else weight
+        if safe_merge and not torch.isfinite(change).all():
+            raise ConfigError(f"adapter {name!r} has non-finite weights; merging it would corrupt the model.")
+        base = self.base_layer
+        if isinstance(base, QuantizedLinear):
+            logger.warning("Merging adapter %r into a %d-bit quantized layer rounds the update to the "
+                           "quantization grid; outputs change slightly.", name, base.bits)
+            base.merge_delta(delta if delta is not None else weight - self.base_weight(torch.float32))
+            return
+        change = change.t() if getattr(self, "fan_in_fan_out", False) else change
+        with torch.no_grad():
+            if delta is not None:
+                base.weight += change.to(base.weight.dtype)
+            else:
+                base.weight.copy_(change)
+
+    def _unmerged(self, weight: torch.Tensor, name: str) -> torch.Tensor:
+        """``weight`` (float32, (out, in)) with merged adapter ``name`` taken back out, as peft computes it."""
+        rescale = self._merged_rescales.get(name)
+        if rescale is not None:
+            weight = weight / rescale[:, None]
+        return weight - self.delta_weight(name)
+
+    def unmerge(self) -> None:
+        """Take the merged adapters back out of the frozen weight (the last merged first)."""
+        if isinstance(self.base_layer, QuantizedLinear) and self.merged_adapters:
+            raise UnsupportedArgumentError(
+                "an adapter merged into a quantized layer cannot be taken out again exactly (the merge rounded the "
+                "weights to the quantization grid); reload the model instead."
+            )
+        while self.merged_adapters:
+            name = self.merged_adapters.pop()
+            if name in self._merged_rescales:
+                self._change_base(name, weight=self._unmerged(self.base_weight(torch.float32), name))
+                del self._merged_rescales[name]
+            else:
+                self._change_base(name, delta=-self.delta_weight(name))
 
     def adapter_names(self) -> list[str]:
         return list(getattr(self, self.adapter_parts[0]))
@@ -210,9 +270,9 @@ class LoraLinear(LoraLayer):
         base.weight.data = residual.t() if self.fan_in_fan_out else residual
 
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        if self._base_output_only():
+            return self.base_layer(x, *args, **kwargs)
         result = self.base_layer(x, *args, **kwargs)
-        if self.disable_adapters:
-            return result
         for name in self.active_adapters:
             lora_a = self.lora_A[name] if name in self.lora_A else None
             if lora_a is None:
@@ -267,42 +327,29 @@ class LoraLinear(LoraLayer):
     def _adapted_row_norms(weight: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
         return torch.linalg.norm(weight + delta, dim=1).to(weight.dtype)
 
-    def base_weight(self, dtype: torch.dtype) -> torch.Tensor:
-        """The frozen weight as an (out, in) matrix of ``dtype`` (dequantized, for a quantized layer)."""
-        base = self.base_layer
-        if isinstance(base, QuantizedLinear):
-            return base.dequantize(dtype)
-        weight = base.weight.t() if self.fan_in_fan_out else base.weight
-        return weight.to(dtype)
-
     def delta_weight(self, name: str) -> torch.Tensor:
         """The adapter's update as a float32 (out, in) matrix (before DoRA's rescaling)."""
         return (self.lora_B[name].weight.float() @ self.lora_A[name].weight.float()) * self.scaling[name]
 
     def merge(self, names: list[str], safe_merge: bool = False) -> nn.Module:
         """Add the named adapters' updates to the frozen weight; returns the frozen layer."""
-        base = self.base_layer
-        # DoRA's row lengths come from the weight as the adapter saw it, before any of these merges.
-        unmerged = self.base_weight(torch.float32).clone() if any(n in self.lora_magnitude_vector for n in names) else None
+        names = [name for name in names if name in self.lora_A and name not in self.merged_adapters]
+        unmerged = None
         for name in names:
-            if name not in self.lora_A:
-                continue
             delta = self.delta_weight(name)
             if name in self.lora_magnitude_vector:
+                if unmerged is None:  # DoRA's row lengths come from the weight without any merged adapter
+                    unmerged = self.base_weight(torch.float32)
+                    for merged in reversed(self.merged_adapters):
+                        unmerged = self._unmerged(unmerged, merged)
                 rescale = self.lora_magnitude_vector[name].weight.detach().float() / self._adapted_row_norms(unmerged, delta)
-                current = self.base_weight(torch.float32)
-                delta = rescale[:, None] * (current + delta) - current
-            if safe_merge and not torch.isfinite(delta).all():
-                raise ConfigError(f"adapter {name!r} has non-finite weights; merging it would corrupt the model.")
-            if isinstance(base, QuantizedLinear):
-                logger.warning("Merging adapter %r into a %d-bit quantized layer rounds the update to the "
-                               "quantization grid; outputs change slightly.", name, base.bits)
-                base.merge_delta(delta)
-                continue
-            with torch.no_grad():
-                weight = base.weight
-                weight += (delta.t() if self.fan_in_fan_out else delta).to(weight.dtype)
-        return base
+                self._change_base(name, weight=rescale[:, None] * (self.base_weight(torch.float32) + delta),
+                                  safe_merge=safe_merge)
+                self._merged_rescales[name] = rescale
+            else:
+                self._change_base(name, delta=delta, safe_merge=safe_merge)
+            self.merged_adapters.append(name)
+        return self.base_layer
 
     def extra_repr(self) -> str:
         dora = [name for name in self.lora_A if name in self.lora_magnitude_vector]
@@ -338,9 +385,9 @@ class LoraEmbedding(LoraLayer):
         self.scaling[name] = scaling
 
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        if self._base_output_only():
+            return self.base_layer(x, *args, **kwargs)
         result = self.base_layer(x, *args, **kwargs)
-        if self.disable_adapters:
-            return result
         base = self.base_layer
         for name in self.active_adapters:
             if name not in self.lora_embedding_A:
@@ -359,13 +406,9 @@ class LoraEmbedding(LoraLayer):
     def merge(self, names: list[str], safe_merge: bool = False) -> nn.Module:
         """Add the named adapters' updates to the frozen table; returns the frozen embedding."""
         for name in names:
-            if name not in self.lora_embedding_A:
-                continue
-            delta = self.delta_weight(name)
-            if safe_merge and not torch.isfinite(delta).all():
-                raise ConfigError(f"adapter {name!r} has non-finite weights; merging it would corrupt the model.")
-            with torch.no_grad():
-                self.base_layer.weight += delta.to(self.base_layer.weight.dtype)
+            if name in self.lora_embedding_A and name not in self.merged_adapters:
+                self._change_base(name, delta=self.delta_weight(name), safe_merge=safe_merge)
+                self.merged_adapters.append(name)
         return self.base_layer
 
 
@@ -627,6 +670,49 @@ class LoraModel(_Delegating):
     def merge_and_unload(self, progressbar: bool = False, safe_merge: bool = False,
                          adapter_names: list[str] | None = None) -> nn.Module:
         return self._unwrap(True, adapter_names, safe_merge)
+
+    def merge_adapter(self, adapter_names: list[str] | None = None, safe_merge: bool = False) -> None:
+        """Add the active adapter (or ``adapter_names``) into the frozen weights, keeping the LoRA layers:
+        forwards then run the frozen layers alone, until :meth:`unmerge_adapter` takes them out again."""
+        for layer in self.lora_layers().values():
+            layer.merge(adapter_names or layer.active_adapters, safe_merge)
+
+    def unmerge_adapter(self) -> None:
+        """Take merged adapters back out of the frozen weights."""
+        for layer in self.lora_layers().values():
+            layer.unmerge()
+
+    def enable_adapter_layers(self) -> None:
+        """Switch the adapters back on (after :meth:`disable_adapter_layers`)."""
+        self._switch_adapters(disabled=False)
+
+    def disable_adapter_layers(self) -> None:
+        """Run the model without its adapters (merged ones are taken back out of the weights) until
+        :meth:`enable_adapter_layers`; ``disable_adapter()`` is the same as a context manager."""
+        self._switch_adapters(disabled=True)
+
+    def _switch_adapters(self, disabled: bool) -> None:
+        for layer in (*self.lora_layers().values(), *self.saved_modules().values()):
+            if disabled and isinstance(layer, LoraLayer):
+                layer.unmerge()
+            layer.disable_adapters = disabled
+
+    def set_requires_grad(self, adapter_names: str | list[str], requires_grad: bool = True) -> None:
+        """Train (or freeze) the named adapters' weights, whichever adapter is active."""
+        names = [adapter_names] if isinstance(adapter_names, str) else list(adapter_names)
+        unknown = [name for name in names if name not in self.peft_config]
+        if unknown:
+            raise ConfigError(f"no adapter named {unknown[0]!r}; the model has {sorted(self.peft_config)}.")
+        for layer in self.lora_layers().values():
+            for part in layer.adapter_parts:
+                container = getattr(layer, part)
+                for name in names:
+                    if name in container:
+                        container[name].requires_grad_(requires_grad)
+        for wrapper in self.saved_modules().values():
+            for name in names:
+                if name in wrapper.modules_to_save:
+                    wrapper.modules_to_save[name].requires_grad_(requires_grad)
 
     def unload(self) -> nn.Module:
         return self._unwrap(False, None)
