@@ -572,3 +572,19 @@ def test_set_requires_grad_picks_the_adapters_that_train(bases):
     assert trainable() == []
     with pytest.raises(ConfigError, match="no adapter named"):
         model.set_requires_grad("nope")
+
+
+@pytest.mark.parametrize("init", ["pissa", "olora"])
+def test_a_trained_pissa_adapter_converts_to_plain_lora_for_the_original_model(bases, init, tmp_path):
+    model = get_peft_model(our_base(bases, "llama"), peft_config(torchformers.peft, "llama", init_lora_weights=init))
+    model.save_pretrained(tmp_path / "start")
+    randomized(model, seed=6, only_trainable=True).eval()  # stands for training
+    trained = logits(model, "llama")
+    model.save_pretrained(tmp_path / "plain", path_initial_model_for_weight_conversion=tmp_path / "start")
+    config = json.loads((tmp_path / "plain" / "adapter_config.json").read_text())
+    assert (config["r"], config["lora_alpha"], config["init_lora_weights"]) == (8, 16, True)
+    # The converted adapter needs no rewritten weights: on the original model it gives the trained outputs.
+    reference = peft.PeftModel.from_pretrained(reference_base(bases, "llama"), tmp_path / "plain").eval()
+    torch.testing.assert_close(logits(reference, "llama"), trained, atol=1e-4, rtol=0)
+    ours = PeftModel.from_pretrained(our_base(bases, "llama"), tmp_path / "plain")
+    torch.testing.assert_close(logits(ours, "llama"), trained, atol=1e-4, rtol=0)

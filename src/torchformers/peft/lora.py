@@ -872,12 +872,19 @@ class PeftModel(_Delegating):
         is_main_process: bool = True,
         state_dict: dict[str, torch.Tensor] | None = None,
         save_embedding_layers: bool | str = "auto",
+        path_initial_model_for_weight_conversion: str | os.PathLike | None = None,
         **kwargs: Any,
     ) -> None:
         """Write each adapter's ``adapter_config.json`` and ``adapter_model.safetensors``: the
         ``default`` adapter into ``save_directory``, others into a subdirectory named after them.
         ``state_dict`` (the whole model's) supplies the tensors instead of the model, and
-        ``save_embedding_layers`` adds the embeddings' weights (see :meth:`adapter_state_dict`), as in peft."""
+        ``save_embedding_layers`` adds the embeddings' weights (see :meth:`adapter_state_dict`), as in peft.
+
+        ``path_initial_model_for_weight_conversion``: the directory where a PiSSA or OLoRA adapter
+        was saved right after it was made. The adapter is then saved as the plain LoRA adapter of
+        what training changed, ``BA - B0 A0`` (rank doubled: A and A0 stacked, B and -B0 side by
+        side), which works on the original model without rewriting its weights, as peft does.
+        """
         if kwargs:
             raise UnsupportedArgumentError(f"save_pretrained() got unsupported arguments {sorted(kwargs)}.")
         if not safe_serialization:
@@ -890,11 +897,13 @@ class PeftModel(_Delegating):
             if adapter_name not in self.peft_config:
                 raise ConfigError(f"no adapter named {adapter_name!r}; the model has {sorted(self.peft_config)}.")
             directory = save_directory if adapter_name == "default" else os.path.join(save_directory, adapter_name)
-            os.makedirs(directory, exist_ok=True)
-            save_safetensors(self.adapter_state_dict(adapter_name, state_dict, save_embedding_layers),
-                             os.path.join(directory, ADAPTER_SAFE_WEIGHTS_NAME))
+            tensors = self.adapter_state_dict(adapter_name, state_dict, save_embedding_layers)
             config = copy.deepcopy(self.peft_config[adapter_name])
             config.inference_mode = True
+            if path_initial_model_for_weight_conversion is not None:
+                tensors, config = _as_plain_lora(tensors, config, path_initial_model_for_weight_conversion)
+            os.makedirs(directory, exist_ok=True)
+            save_safetensors(tensors, os.path.join(directory, ADAPTER_SAFE_WEIGHTS_NAME))
             config.save_pretrained(directory)
 
     @classmethod
@@ -978,6 +987,37 @@ class PeftModel(_Delegating):
                 "its adapter_config.json targets layers its weights do not cover. torchformers never fills "
                 "adapter weights randomly."
             )
+
+
+def _as_plain_lora(tensors: dict[str, torch.Tensor], config: LoraConfig,
+                   initial: str | os.PathLike) -> tuple[dict[str, torch.Tensor], LoraConfig]:
+    """A trained PiSSA/OLoRA adapter as the plain LoRA adapter of its change since ``initial`` (see
+    :meth:`PeftModel.save_pretrained`): same outputs on the original model, twice the rank."""
+    if config.use_dora or (config.use_rslora and (config.rank_pattern or config.alpha_pattern)):
+        raise UnsupportedArgumentError(
+            "path_initial_model_for_weight_conversion converts plain LoRA factors; DoRA adapters, and rank or alpha "
+            "patterns with use_rslora, are not supported."
+        )
+    start, _ = read_adapter_weights(initial, {})
+    converted = {}
+    for key, tensor in tensors.items():
+        if ".lora_A." not in key and ".lora_B." not in key:
+            continue  # as peft: the converted file holds the factors only
+        if key not in start:
+            raise WeightsMismatchError(f"{describe_path(initial)} has no tensor {key!r}: it is not the saved start of "
+                                       "this adapter.")
+        if ".lora_A." in key:
+            converted[key] = torch.cat([tensor, start[key]], dim=0)
+        else:
+            converted[key] = torch.cat([tensor, -start[key]], dim=1)
+    # Rank doubled, scale kept: alpha doubles too (times sqrt(2) with rank-stabilized scaling).
+    config = copy.deepcopy(config)
+    config.init_lora_weights = True
+    config.r *= 2
+    config.lora_alpha *= 2**0.5 if config.use_rslora else 2
+    config.rank_pattern = {key: 2 * value for key, value in config.rank_pattern.items()}
+    config.alpha_pattern = {key: 2 * value for key, value in config.alpha_pattern.items()}
+    return converted, config
 
 
 def read_adapter_weights(model_id: str | os.PathLike, hub_options: dict[str, Any]) -> tuple[dict[str, torch.Tensor], str]:
