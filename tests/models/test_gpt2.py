@@ -141,6 +141,12 @@ def test_conv1d_weights_keep_their_layout(tmp_path):
         assert ours[name].shape == tensor.shape and torch.equal(ours[name], tensor), name
     assert set(ours) - set(stored) == {"lm_head.weight"}  # tied to transformer.wte.weight
     assert model.lm_head.weight is model.transformer.wte.weight
+    # In memory each is the transpose of an (out, in) matrix; loading it again keeps that layout.
+    weight = model.transformer.h[0].attn.c_attn.weight
+    assert weight.t().is_contiguous() and not weight.is_contiguous()
+    model.load_state_dict(stored, strict=False)
+    assert model.transformer.h[0].attn.c_attn.weight.t().is_contiguous()
+    assert torch.equal(model.transformer.h[0].attn.c_attn.weight, stored["transformer.h.0.attn.c_attn.weight"])
 
 
 @pytest.mark.parametrize("task", ["causal", "base", "sequence_classification"])
