@@ -97,9 +97,11 @@ class Conv1D(nn.Module):
     it: ``y = x @ weight + bias``. ``nf`` is the output size, ``nx`` the input size.
 
     In memory the weight is the transpose of an (out, in) matrix: the shape, the state dict and
-    the files are GPT-2's, but a decode step multiplies by rows that sit contiguously, which
-    the CPU streams about 10% faster (GPT-2's layer shapes, one row). Loading copies the
-    checkpoint's (in, out) tensor into that layout once.
+    the files are GPT-2's, but the layer takes the routes of (out, in) layers: a decode step
+    multiplies by rows that sit contiguously, which the CPU streams about 10% faster (GPT-2's
+    layer shapes, one row), and CPU training uses oneDNN's products (9% faster on a 1024 x 768
+    x 3072 forward and backward). Loading copies the checkpoint's (in, out) tensor into that
+    layout once.
     """
 
     def __init__(self, nf: int, nx: int) -> None:

@@ -112,7 +112,10 @@ def linear_transposed(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor 
     own loops, which made compiled GPT-2 decoding about 1.5x slower than eager.
     """
     if weight.dim() == 2 and not weight.is_contiguous() and weight.t().is_contiguous():
-        return linear(x, weight.t(), bias)  # the transpose of an (out, in) weight, as Conv1D keeps it
+        # The transpose of an (out, in) weight, as Conv1D keeps it: the routes of (out, in) layers.
+        if onednn_trains(x, weight.t()):
+            return trainable_linear(x, weight.t(), bias)
+        return linear(x, weight.t(), bias)
     if torch.compiler.is_compiling() and _decode_rows(x, weight) and not needs_backward(x, weight, bias):
         return _decode_linear_transposed(x, weight, bias)
     return _linear_transposed(x, weight, bias)
