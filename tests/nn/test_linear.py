@@ -145,6 +145,24 @@ def test_packed_decoding_matches_f_linear_and_follows_weight_changes():
 
 
 @needs_packing
+def test_gpt2_conv1d_layers_pack_for_a_batch_too():
+    from torchformers.models.gpt2 import Conv1D
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(Conv1D(96, 48), Conv1D(48, 96))
+    for layer in model:
+        torch.nn.init.normal_(layer.weight)
+    x = torch.randn(8, 1, 48)
+    expected = x @ model[0].weight + model[0].bias
+    expected = expected @ model[1].weight + model[1].bias
+    with torch.no_grad(), packed_for_decoding(model, rows=8):
+        assert _weights_packed(lambda: model(x)) == 2
+        assert _weights_packed(lambda: model(x)) == 0  # reused: the copy is stamped with the parameter
+        torch.testing.assert_close(model(x), expected, rtol=1e-5, atol=1e-5)
+    assert all("_packing" not in layer.__dict__ for layer in model)
+
+
+@needs_packing
 @pytest.mark.parametrize("bias", [True, False])
 def test_project_packs_a_group_as_one_product(bias):
     torch.manual_seed(0)

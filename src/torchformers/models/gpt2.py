@@ -22,7 +22,7 @@ from ..modeling import PreTrainedModel
 from ..nn.attention import attend, build_attention_mask
 from ..nn.cache import DynamicCache
 from ..nn.heads import pool_last_token, span_logits
-from ..nn.linear import Linear, linear_transposed
+from ..nn.linear import Linear, linear_transposed, packed_product
 from ..nn.losses import causal_lm_loss, question_answering_loss, sequence_classification_loss, token_loss
 from ..nn.mlp import get_activation
 from ..outputs import (
@@ -111,7 +111,13 @@ class Conv1D(nn.Module):
         self.weight = nn.Parameter(torch.empty(nf, nx).t())
         self.bias = nn.Parameter(torch.zeros(nf))
 
+    packs_for_decoding = True  # a batch's decode steps may multiply by a oneDNN-packed copy
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.compiler.is_compiling():
+            packed = packed_product(self, x, self.weight, self.weight.t(), self.bias)
+            if packed is not None:
+                return packed
         return linear_transposed(x, self.weight, self.bias)  # addmm, with a faster CPU route for decoding
 
     def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any, **kwargs: Any) -> None:

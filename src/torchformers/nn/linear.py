@@ -150,6 +150,20 @@ def _(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch
     return x.new_empty(*x.shape[:-1], weight.shape[1])
 
 
+def packed_product(module: nn.Module, x: torch.Tensor, source: torch.Tensor, matrix: torch.Tensor,
+                   bias: torch.Tensor | None) -> torch.Tensor | None:
+    """Inside :func:`packed_for_decoding`, a batch's decode product ``x @ matrix.T + bias`` with the
+    oneDNN-packed copy of ``matrix`` (out, in), made from the parameter ``source`` on first use
+    and again if it changed; None where that does not apply (then the caller multiplies as usual)."""
+    packing = module.__dict__.get("_packing")
+    if packing is None or not (_decode_rows(x, matrix) > 1 and onednn_infers(x, matrix)):
+        return None
+    cached = packing.get("weight")
+    if cached is None or not unchanged(cached[0], [source]):
+        packing["weight"] = cached = (stamp([source]), pack_weight(matrix, packing["rows"]))
+    return packed_linear(x, cached[1], bias)
+
+
 class Linear(nn.Linear):
     """``nn.Linear`` (same parameters, state dict and initialization) whose forward uses :func:`linear`.
 
@@ -158,13 +172,15 @@ class Linear(nn.Linear):
     :func:`packed_for_decoding`, a batch's decode steps multiply by a oneDNN-packed copy.
     """
 
+    packs_for_decoding = True  # packed_for_decoding gives it a packed copy (see packed_product)
+
     def forward(self, input: torch.Tensor) -> torch.Tensor:  # noqa: A002 - nn.Linear's argument name
         weight = self.weight
         if torch.compiler.is_compiling():
             return linear(input, weight, self.bias)  # traceable: no cached views, no packed copies
-        packing = self.__dict__.get("_packing")
-        if packing is not None and _decode_rows(input, weight) > 1 and onednn_infers(input, weight):
-            return packed_linear(input, self._packed_weight(weight, packing), self.bias)
+        packed = packed_product(self, input, weight, weight, self.bias)
+        if packed is not None:
+            return packed
         if input.numel() == input.shape[-1] and input.dtype is torch.float32 and input.is_contiguous():
             blocks = self._weight_blocks(weight)
             if blocks is not None:
@@ -175,13 +191,6 @@ class Linear(nn.Linear):
         if onednn_trains(input, weight):
             return trainable_linear(input, weight, self.bias)
         return linear(input, weight, self.bias)
-
-    def _packed_weight(self, weight: torch.Tensor, packing: dict) -> torch.Tensor:
-        """The oneDNN-packed copy of ``weight``, made on first use and again if the weight changed."""
-        cached = packing.get("weight")
-        if cached is None or not unchanged(cached[0], [weight]):
-            packing["weight"] = cached = (stamp([weight]), pack_weight(weight, packing["rows"]))
-        return cached[1]
 
     def project_group(self, x: torch.Tensor, layers: tuple[nn.Module, ...]) -> tuple[torch.Tensor, ...] | None:
         """The outputs of ``layers`` (this layer first) as one packed product, or None where that does not apply.
@@ -253,7 +262,8 @@ def project(x: torch.Tensor, layers: tuple[nn.Module, ...]) -> tuple[torch.Tenso
 @contextmanager
 def packed_for_decoding(model: nn.Module, rows: int) -> Iterator[None]:
     """Within this block, decode steps of ``rows`` sequences (2 to ``MAX_DECODE_ROWS``, CPU
-    float32) multiply every :class:`Linear` by a oneDNN-packed copy of its weight.
+    float32) multiply every :class:`Linear` (and every layer with ``packs_for_decoding``, such as
+    GPT-2's Conv1D) by a oneDNN-packed copy of its weight, through :func:`packed_product`.
 
     Each copy is made on the layer's first such step and dropped on leaving the block, so
     the weights' memory doubles only while the block runs; packing costs about as much as
@@ -261,7 +271,7 @@ def packed_for_decoding(model: nn.Module, rows: int) -> Iterator[None]:
     block only when at least ``PACK_WHEN_STEPS_LEFT`` decode steps lie ahead. Results equal
     ``F.linear``'s to float32 rounding.
     """
-    layers = [module for module in model.modules() if isinstance(module, Linear)]
+    layers = [module for module in model.modules() if getattr(module, "packs_for_decoding", False)]
     usable = CAN_PACK_WEIGHTS and 1 < rows <= MAX_DECODE_ROWS
     if usable:
         for layer in layers:
