@@ -11,6 +11,7 @@ shuffled order, and only rank 0 writes checkpoints and logs.
 from __future__ import annotations
 
 import contextlib
+import gc
 import inspect
 import logging
 import math
@@ -1087,6 +1088,12 @@ class Trainer:
     def end(self) -> None:
         """Leave the process group (call once, after the last train/evaluate/save)."""
         if torch.distributed.is_available() and torch.distributed.is_initialized():
+            # The DDP wrapper goes first, while its process group still exists, and every rank
+            # arrives before any tears down: left to interpreter exit, its reducer sometimes
+            # aborted the process ("terminate called without an active exception").
+            self.model_wrapped = self.model
+            gc.collect()
+            torch.distributed.barrier()
             torch.distributed.destroy_process_group()
 
 
