@@ -99,6 +99,7 @@ class LoraLayer(nn.Module):
     one holds every adapter of the layer."""
 
     adapter_parts: ClassVar[tuple[str, ...]] = ()
+    fan_in_fan_out = False  # whether the frozen weight is stored (in, out), as GPT-2's Conv1D stores it
 
     def __init__(self, base_layer: nn.Module) -> None:
         super().__init__()
@@ -130,7 +131,7 @@ class LoraLayer(nn.Module):
         base = self.base_layer
         if isinstance(base, QuantizedLinear):
             return base.dequantize(dtype)
-        weight = base.weight.t() if getattr(self, "fan_in_fan_out", False) else base.weight
+        weight = base.weight.t() if self.fan_in_fan_out else base.weight
         return weight.to(dtype)
 
     def _change_base(self, name: str, delta: torch.Tensor | None = None, weight: torch.Tensor | None = None,
@@ -146,7 +147,7 @@ class LoraLayer(nn.Module):
                            "quantization grid; outputs change slightly.", name, base.bits)
             base.merge_delta(delta if delta is not None else weight - self.base_weight(torch.float32))
             return
-        change = change.t() if getattr(self, "fan_in_fan_out", False) else change
+        change = change.t() if self.fan_in_fan_out else change
         with torch.no_grad():
             if delta is not None:
                 base.weight += change.to(base.weight.dtype)
