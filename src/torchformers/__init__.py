@@ -79,6 +79,8 @@ _GENERATION_NAMES = {
     "generation.stopping": ["StoppingCriteria", "StoppingCriteriaList", "MaxLengthCriteria", "MaxTimeCriteria",
                             "EosTokenCriteria", "StopStringCriteria"],
     "generation.streamers": ["BaseStreamer", "TextStreamer", "TextIteratorStreamer"],
+    "generation.watermarking": ["WatermarkingConfig", "WatermarkLogitsProcessor", "WatermarkDetector",
+                                "WatermarkDetectorOutput"],
     "generation.utils": ["GenerationMixin", "GenerateDecoderOnlyOutput", "GenerateBeamDecoderOnlyOutput"],
     "nn.cache": ["StaticCache"],
 }

@@ -222,6 +222,10 @@ class GenerationConfig:
                     "to generate() directly."
                 )
         object.__setattr__(self, "compile_config", CompileConfig.from_value(self.compile_config))
+        if self.watermarking_config is not None:
+            from .watermarking import WatermarkingConfig
+
+            object.__setattr__(self, "watermarking_config", WatermarkingConfig.from_value(self.watermarking_config))
         self._check_ints()
         self._check_ranges()
         self._check_combinations()
@@ -441,7 +445,7 @@ class GenerationConfig:
 
     # -- serialization -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return {k: v.to_dict() if isinstance(v, CompileConfig) else copy.deepcopy(v)
+        return {k: v.to_dict() if k in ("compile_config", "watermarking_config") and v is not None else copy.deepcopy(v)
                 for k, v in self.__dict__.items() if not k.startswith("_")}
 
     def to_diff_dict(self) -> dict[str, Any]:

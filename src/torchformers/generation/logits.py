@@ -682,13 +682,15 @@ def build_logits_processors(
     device: torch.device | str = "cpu",
     encoder_input_ids: torch.Tensor | None = None,
     guidance: UnbatchedClassifierFreeGuidanceLogitsProcessor | None = None,
+    vocab_size: int | None = None,
 ) -> LogitsProcessorList:
     """The processors a prepared generation config asks for, in the reference library's order.
 
     ``config.max_length`` and ``config.min_length`` are already absolute lengths here.
     ``encoder_input_ids`` is the prompt as given (one row per input), which the ``encoder_*``
     settings look at; without it they raise. ``guidance`` is the classifier-free guidance
-    processor (it needs the model), first in the list when ``guidance_scale`` asks for it.
+    processor (it needs the model), first in the list when ``guidance_scale`` asks for it;
+    ``vocab_size`` sizes the watermark's green lists.
     """
     processors = LogitsProcessorList()
     if config.guidance_scale is not None and config.guidance_scale != 1:
@@ -753,6 +755,10 @@ def build_logits_processors(
             processors.append(EpsilonLogitsWarper(config.epsilon_cutoff, min_tokens_to_keep=keep))
         if 0.0 < config.eta_cutoff < 1.0:
             processors.append(EtaLogitsWarper(config.eta_cutoff, min_tokens_to_keep=keep, device=device))
+    if config.watermarking_config is not None:  # after every other edit, as in the reference
+        if vocab_size is None:
+            raise GenerationError("watermarking_config needs the vocabulary size; pass vocab_size.")
+        processors.append(config.watermarking_config.construct_processor(vocab_size, device))
     if config.renormalize_logits:
         processors.append(LogitNormalization())
     return processors

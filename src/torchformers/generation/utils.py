@@ -94,7 +94,6 @@ _UNSUPPORTED_SETTINGS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "dola_layers": (lambda v: v is not None, "DoLa decoding"),
     "constraints": (lambda v: v is not None, "constrained beam search"),
     "force_words_ids": (lambda v: v is not None, "constrained beam search"),
-    "watermarking_config": (lambda v: v is not None, "watermarking"),
     "token_healing": (lambda v: bool(v), "token healing"),
     "low_memory": (lambda v: bool(v), "sequential (low-memory) beam search"),
     "assistant_early_exit": (lambda v: v is not None, "early-exit self-speculation"),
@@ -181,7 +180,7 @@ class GenerationMixin:
         processors = build_logits_processors(
             config, prompt_length=prompt_length, eos_token_ids=eos, padding_lengths=padding_lengths,
             custom=logits_processor or (), prefix_allowed_tokens_fn=prefix_allowed_tokens_fn, device=device,
-            encoder_input_ids=prompt_ids, guidance=guidance,
+            encoder_input_ids=prompt_ids, guidance=guidance, vocab_size=self.config.vocab_size,
         )
         criteria = _build_stopping_criteria(self, config, eos, tokenizer, stopping_criteria or ())
 
