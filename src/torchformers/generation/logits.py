@@ -252,8 +252,12 @@ class RepetitionPenaltyLogitsProcessor(LogitsProcessor):
         padded = torch.nn.functional.pad(scores, (0, 1))
         ids = input_ids.clamp(max=vocab)
         seen = padded.gather(1, ids)
-        penalized = torch.where(seen < 0, seen * self.penalty, seen / self.penalty)
-        return padded.scatter(1, ids, penalized)[:, :vocab]
+        return padded.scatter(1, ids, _penalized(seen, self.penalty))[:, :vocab]
+
+
+def _penalized(seen: torch.Tensor, penalty: float) -> torch.Tensor:
+    """CTRL's penalty on the scores of seen tokens: negative ones times ``penalty``, positive ones divided."""
+    return torch.where(seen < 0, seen * penalty, seen / penalty)
 
 
 class EncoderRepetitionPenaltyLogitsProcessor(LogitsProcessor):
@@ -272,7 +276,7 @@ class EncoderRepetitionPenaltyLogitsProcessor(LogitsProcessor):
         ids = self.encoder_input_ids.to(scores.device)
         ids = ids.repeat_interleave(max(1, scores.shape[0] // ids.shape[0]), dim=0)
         seen = scores.gather(1, ids)
-        return scores.scatter(1, ids, torch.where(seen < 0, seen * self.penalty, seen / self.penalty))
+        return scores.scatter(1, ids, _penalized(seen, self.penalty))
 
 
 class NoRepeatNGramLogitsProcessor(LogitsProcessor):

@@ -185,12 +185,18 @@ class LoraLayer(nn.Module):
         a, b = (getattr(self, part)[name] for part in self.adapter_parts[:2])
         return (a.weight if isinstance(a, nn.Module) else a), (b.weight if isinstance(b, nn.Module) else b)
 
-    def set_trainable(self, adapter_name: str, trainable: bool) -> None:
-        """Train ``adapter_name``'s weights (when ``trainable``) and freeze the other adapters'."""
+    def set_requires_grad(self, adapter_names: list[str], requires_grad: bool) -> None:
+        """Train (or freeze) the named adapters' weights in this layer."""
         for part in self.adapter_parts:
             container = getattr(self, part)
-            for name in container:
-                container[name].requires_grad_(trainable and name == adapter_name)
+            for name in adapter_names:
+                if name in container:
+                    container[name].requires_grad_(requires_grad)
+
+    def set_trainable(self, adapter_name: str, trainable: bool) -> None:
+        """Train ``adapter_name``'s weights (when ``trainable``) and freeze the other adapters'."""
+        self.set_requires_grad(self.adapter_names(), False)
+        self.set_requires_grad([adapter_name], trainable)
 
     def remove_adapter(self, name: str) -> None:
         for part in (*self.adapter_parts, "lora_dropout"):
@@ -705,11 +711,7 @@ class LoraModel(_Delegating):
         if unknown:
             raise ConfigError(f"no adapter named {unknown[0]!r}; the model has {sorted(self.peft_config)}.")
         for layer in self.lora_layers().values():
-            for part in layer.adapter_parts:
-                container = getattr(layer, part)
-                for name in names:
-                    if name in container:
-                        container[name].requires_grad_(requires_grad)
+            layer.set_requires_grad(names, requires_grad)
         for wrapper in self.saved_modules().values():
             for name in names:
                 if name in wrapper.modules_to_save:
@@ -824,12 +826,9 @@ class PeftModel(_Delegating):
         state = {}
         tensors = self.named_parameters() if state_dict is None else state_dict.items()
         for name, param in tensors:
-            if f".lora_A.{adapter_name}." in name or f".lora_B.{adapter_name}." in name:
-                state[name.replace(f".{adapter_name}.", ".", 1)] = param
-            elif name.endswith(f".lora_magnitude_vector.{adapter_name}.weight"):
-                state[name.removesuffix(f".{adapter_name}.weight")] = param  # peft's key: no ".weight"
-            elif name.endswith((f".lora_embedding_A.{adapter_name}", f".lora_embedding_B.{adapter_name}")):
-                state[name.removesuffix(f".{adapter_name}")] = param
+            key = _adapter_file_key(name, adapter_name)
+            if key is not None:
+                state[key] = param
             elif f".modules_to_save.{adapter_name}." in name:
                 state[name.replace(f".modules_to_save.{adapter_name}.", ".", 1)] = param
             elif name.endswith("bias") and ".lora_" not in name and ".modules_to_save." not in name:
@@ -958,12 +957,14 @@ class PeftModel(_Delegating):
         first tensor that does not fit.
         """
         params = dict(self.named_parameters(remove_duplicate=False))  # a tied embedding is saved under both names
+        adapter_weights = {key: name for name in params
+                           if (key := _adapter_file_key(name, adapter_name)) is not None}
         wrappers = [PREFIX + name for name in self.base_model.saved_modules()]
         base_name = self.peft_config[adapter_name].base_model_name_or_path
         trained_on = f" (its adapter_config.json names {base_name})" if base_name else ""
         filled = set()
         for key, tensor in tensors.items():
-            name = _parameter_name(key, adapter_name, wrappers)
+            name = adapter_weights.get(key) or _saved_module_name(key, adapter_name, wrappers)
             target = params.get(name)
             if target is None:
                 raise WeightsMismatchError(
@@ -978,10 +979,7 @@ class PeftModel(_Delegating):
             with torch.no_grad():
                 target.copy_(tensor)
             filled.add(name)
-        adapter_parts = (f".lora_A.{adapter_name}.", f".lora_B.{adapter_name}.", f".lora_magnitude_vector.{adapter_name}.")
-        embedding_parts = (f".lora_embedding_A.{adapter_name}", f".lora_embedding_B.{adapter_name}")
-        missing = [name for name in params if name not in filled
-                   and (any(part in name for part in adapter_parts) or name.endswith(embedding_parts))]
+        missing = [name for name in adapter_weights.values() if name not in filled]
         if missing:
             raise WeightsMismatchError(
                 f"{source} lacks {len(missing)} LoRA weights of adapter {adapter_name!r}, such as {missing[0]!r}: "
@@ -1037,15 +1035,23 @@ def read_adapter_weights(model_id: str | os.PathLike, hub_options: dict[str, Any
     return load_torch_bin(path), path
 
 
-def _parameter_name(key: str, adapter_name: str, wrappers: list[str]) -> str:
-    """Our parameter name for a key of ``adapter_model.safetensors``: the adapter name put back."""
+def _adapter_file_key(name: str, adapter_name: str) -> str | None:
+    """The ``adapter_model.safetensors`` key of parameter ``name`` if it is one of adapter
+    ``adapter_name``'s LoRA weights (peft's naming: the adapter name left out, and DoRA's
+    magnitudes without ".weight"), else None."""
     for part in (".lora_A.", ".lora_B."):
-        if part in key:
-            return key.replace(part, f"{part}{adapter_name}.", 1)
-    if key.endswith(".lora_magnitude_vector"):
-        return f"{key}.{adapter_name}.weight"
-    if key.endswith((".lora_embedding_A", ".lora_embedding_B")):
-        return f"{key}.{adapter_name}"
+        if f"{part}{adapter_name}." in name:
+            return name.replace(f"{part}{adapter_name}.", part, 1)
+    if name.endswith(f".lora_magnitude_vector.{adapter_name}.weight"):
+        return name.removesuffix(f".{adapter_name}.weight")
+    if name.endswith((f".lora_embedding_A.{adapter_name}", f".lora_embedding_B.{adapter_name}")):
+        return name.removesuffix(f".{adapter_name}")
+    return None
+
+
+def _saved_module_name(key: str, adapter_name: str, wrappers: list[str]) -> str:
+    """Our parameter name for a file key that is not a LoRA weight: inside a module trained in full
+    (modules_to_save), the adapter's copy; anything else (biases, embeddings) keeps its name."""
     for wrapper in wrappers:
         if key.startswith(wrapper + "."):
             return f"{wrapper}.modules_to_save.{adapter_name}.{key[len(wrapper) + 1:]}"

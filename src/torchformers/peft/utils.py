@@ -67,7 +67,6 @@ def prepare_model_for_kbit_training(model: nn.Module, use_gradient_checkpointing
     options = dict(gradient_checkpointing_kwargs or {})
     for param in model.parameters():
         param.requires_grad_(False)
-    for param in model.parameters():
         if param.dtype in (torch.float16, torch.bfloat16):
             param.data = param.data.to(torch.float32)
     if auto_clear_cache and torch.cuda.is_available():
