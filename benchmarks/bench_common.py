@@ -35,7 +35,7 @@ WEIGHT_BYTES_CODE = """
 def weight_bytes(model):
     # Tensors an int4 group made (its joined codes and copied scales), beside the model's own.
     groups = {id(group): group for module in model.modules() if (group := module.__dict__.get("_in_group"))}
-    made = [group[name] for group in groups.values() for name in ("packed", "scale_and_zero")]
+    made = [tensor for group in groups.values() for name, tensor in group.items() if name != "made_from"]
     storages = {}
     for tensor in [*model.parameters(), *model.buffers(), *made]:
         storages[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()

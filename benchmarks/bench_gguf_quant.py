@@ -18,7 +18,10 @@ of 32) and the tied output layer as int8 from the Q8_0 embedding. Variants:
   compiled step skips checking the ~7,000 guards dynamo sets on the model's modules (about
   1.3 ms of a 12 ms step here). Unsafe by torch's own name: only for a model that does not
   change between calls (no new weights, adapters, casts or moves), since nothing would
-  notice that the compiled step no longer fits it.
+  notice that the compiled step no longer fits it;
+- ``int4 int8-act`` and its compiled variants: ``quantization_config={"activations": "int8"}``:
+  each product quantizes its input rows to int8 in blocks of 32 and multiplies integer codes
+  (torchformers' C kernel with AVX-512 VNNI), as llama.cpp does.
 
 Decode speed is tokens per second at batch 1 over the steps after the first new token (each
 token is timestamped as it arrives), with no early stop. The table shows medians and the
@@ -66,8 +69,13 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "int4 compiled": {"dequantize": False, "generate": _COMPILED},
     "int4 bf16 compiled": {"dequantize": False, "dtype": "bfloat16", "generate": _COMPILED},
     "int4 compiled unguarded": {"dequantize": False, "generate": _COMPILED_UNGUARDED},
+    "int4 int8-act": {"dequantize": False, "quantization_config": {"activations": "int8"}},
+    "int4 int8-act compiled": {"dequantize": False, "quantization_config": {"activations": "int8"},
+                               "generate": _COMPILED},
+    "int4 int8-act compiled unguarded": {"dequantize": False, "quantization_config": {"activations": "int8"},
+                                         "generate": _COMPILED_UNGUARDED},
 }
-DEFAULT_VARIANTS = ("int4 fp32", "int4 bf16", "dequantized")
+DEFAULT_VARIANTS = ("int4 fp32", "int4 bf16", "int4 int8-act", "dequantized")
 RESULT_PREFIX = "BENCH_GGUF_QUANT_RESULT "
 
 # Shared by the children: the prompt's token ids, from torchformers' tokenizer.
@@ -143,7 +151,8 @@ with torch.inference_mode():
     tokens = dequantized.generate(prompt, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
     start = prompt.shape[1] - 1
     expected = dequantized(tokens).logits[0, start:-1]
-    for name, extra in (("int4 fp32", {{}}), ("int4 bf16", {{"dtype": torch.bfloat16}})):
+    for name, extra in (("int4 fp32", {{}}), ("int4 bf16", {{"dtype": torch.bfloat16}}),
+                        ("int4 int8-act", {{"quantization_config": {{"activations": "int8"}}}})):
         quantized = load(directory, gguf_file={GGUF_FILE!r}, dequantize=False, **extra)
         logits = quantized(tokens).logits[0, start:-1].float()
         results[name] = {{"top1_agreement": (logits.argmax(-1) == expected.argmax(-1)).float().mean().item(),

@@ -1,4 +1,8 @@
-"""Linear layers whose weights are int8 or int4 codes with bfloat16 scales; activations stay in floating point.
+"""Linear layers whose weights are int8 or int4 codes with bfloat16 scales.
+
+Activations stay in floating point by default. With ``activations="int8"`` each product
+quantizes its input rows to int8 in blocks of 32 (as llama.cpp does) and multiplies integer
+codes (see ``native.py``): faster CPU decoding, at the cost of that rounding of the input.
 
 A weight row is cut into groups of ``group_size`` input features and each group has a scale
 (int4 also a zero point):
@@ -15,7 +19,8 @@ CUDA GPUs from compute capability 8.0); grouped int8 (group sizes the int4 kerne
 on the int4 kernels as two planes of nibbles (see :class:`Int8Linear`). They are fast with
 bfloat16 activations only (their float32 paths are scalar loops), so the input is cast to
 bfloat16 and the output back to the input's dtype. Elsewhere (another device, a shape a kernel
-refuses) the layer dequantizes the weight and calls ``F.linear``.
+refuses) the layer dequantizes the weight and calls ``F.linear``. Layers with int8 activations
+always run ``native.product``, on every machine (its torch fallback has the same arithmetic).
 
 Checkpoints hold a portable layout, the same on every machine (the state dict):
 
@@ -28,7 +33,8 @@ Checkpoints hold a portable layout, the same on every machine (the state dict):
 In memory, int4 codes (and grouped int8's planes) sit in the kernel's own layout, which depends
 on the machine (the CPU kernel tiles by its vector width) and is not documented; it is
 converted back to the portable one when a state dict is taken, the weight is dequantized or
-the layer moves.
+the layer moves. Layers with int8 activations keep the portable layout (int8 codes offset by
+128 to unsigned bytes).
 """
 
 from __future__ import annotations
@@ -43,9 +49,12 @@ from torch.nn import functional as F
 from ..errors import ConfigError, TorchformersError, WeightsMismatchError
 from ..nn.linear import stamp, unchanged
 from ..nn.onednn import needs_backward
-from .config import INT4_GROUP_SIZES
+from . import native
+from .config import ACTIVATIONS, INT4_GROUP_SIZES
 
 KERNEL_DTYPE = torch.bfloat16
+# The ``kernel`` of layers whose activations are quantized to int8 (native.product).
+INT8_ACTIVATIONS = "int8_activations"
 SCALE_DTYPE = torch.bfloat16
 # Quantizing this many weights at a time bounds the float temporaries of large layers.
 _QUANTIZE_CHUNK = 1 << 24
@@ -59,6 +68,18 @@ def check_group_size(name: str, in_features: int, group_size: int) -> None:
         raise ConfigError(
             f"{name or 'layer'} has {in_features} input features, which group_size={group_size} does not divide; "
             f"{hint} (or add it to modules_to_not_convert)."
+        )
+
+
+def check_activations(name: str, in_features: int, group_size: int, activations: str) -> None:
+    """Refuse an activations setting a layer cannot run, naming the layer."""
+    if activations not in ACTIVATIONS:
+        raise ConfigError(f"{name or 'layer'}: activations must be one of {list(ACTIVATIONS)}, got {activations!r}.")
+    if activations == "int8" and not native.kernel_fits(in_features, group_size):
+        raise ConfigError(
+            f"{name or 'layer'} has {in_features} input features in groups of {group_size}; int8 activations take "
+            f"multiples of {native.BLOCK} (up to {native.MAX_FEATURES}) for both. Add it to modules_to_not_convert, "
+            "or keep activations='float'."
         )
 
 
@@ -249,13 +270,15 @@ class QuantizedLinear(nn.Module):
     bits: ClassVar[int]
 
     def __init__(self, in_features: int, out_features: int, group_size: int | None, bias: bool,
-                 device: torch.device | str | None = None) -> None:
+                 device: torch.device | str | None = None, activations: str = "float") -> None:
         super().__init__()
         group_size = in_features if group_size is None else group_size
         check_group_size(type(self).__name__, in_features, group_size)
+        check_activations(type(self).__name__, in_features, group_size, activations)
         self.in_features = in_features
         self.out_features = out_features
         self.group_size = group_size
+        self.activations = activations
         self.bias = nn.Parameter(torch.empty(out_features, device=device), requires_grad=False) if bias else None
 
     # What subclasses provide.
@@ -388,8 +411,9 @@ class QuantizedLinear(nn.Module):
         return self
 
     def extra_repr(self) -> str:
-        return (f"in_features={self.in_features}, out_features={self.out_features}, bits={self.bits}, "
+        text = (f"in_features={self.in_features}, out_features={self.out_features}, bits={self.bits}, "
                 f"group_size={self.group_size}, bias={self.bias is not None}")
+        return text if self.activations == "float" else text + f", activations={self.activations!r}"
 
 
 class Int8Linear(QuantizedLinear):
@@ -407,22 +431,27 @@ class Int8Linear(QuantizedLinear):
     bits = 8
 
     def __init__(self, in_features: int, out_features: int, group_size: int | None = None, bias: bool = True,
-                 device: torch.device | str | None = None) -> None:
-        super().__init__(in_features, out_features, group_size, bias, device)
+                 device: torch.device | str | None = None, activations: str = "float") -> None:
+        super().__init__(in_features, out_features, group_size, bias, device, activations)
         groups = in_features // self.group_size
         # None: plain codes, dequantized for each product; "int8": the per-channel kernel;
-        # "cpu" or "cuda": the two planes on that int4 kernel.
+        # "cpu" or "cuda": the two planes on that int4 kernel; INT8_ACTIVATIONS: codes + 128 as
+        # uint8, for native.product.
         self.kernel: str | None = None
         self.register_buffer("weight", torch.zeros(out_features, in_features, dtype=torch.int8, device=device),
                              persistent=False)
         self.register_buffer("weight_scale", torch.ones(out_features, groups, dtype=SCALE_DTYPE, device=device),
                              persistent=False)
+        if activations == "int8":
+            self._set_codes(self.weight, self.weight_scale, None)
 
     @classmethod
-    def from_codes(cls, codes: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None = None) -> Int8Linear:
+    def from_codes(cls, codes: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None = None,
+                   activations: str = "float") -> Int8Linear:
         """A layer over int8 codes (out, in) and scales (out, groups); the group size follows from the shapes."""
         out_features, in_features = codes.shape
-        layer = cls(in_features, out_features, in_features // scale.shape[1], bias=bias is not None, device="meta")
+        layer = cls(in_features, out_features, in_features // scale.shape[1], bias=bias is not None, device="meta",
+                    activations=activations)
         layer.set_checkpoint_tensors({"weight": codes, "weight_scale": scale})
         if bias is not None:
             layer.bias = nn.Parameter(bias, requires_grad=False)
@@ -434,6 +463,8 @@ class Int8Linear(QuantizedLinear):
                 "weight_scale": ((self.out_features, groups), SCALE_DTYPE)}
 
     def checkpoint_tensors(self) -> dict[str, torch.Tensor]:
+        if self.kernel == INT8_ACTIVATIONS:
+            return {"weight": (self.weight.to(torch.int16) - 128).to(torch.int8), "weight_scale": self.weight_scale}
         if self.kernel not in ("cpu", "cuda"):
             return {"weight": self.weight, "weight_scale": self.weight_scale}
         planes = _codes_from_layout(self.kernel, self.packed, self.out_features, 2 * self.in_features)
@@ -450,6 +481,13 @@ class Int8Linear(QuantizedLinear):
         scale = scale.to(device=codes.device, dtype=SCALE_DTYPE)
         self._buffers.clear()
         self.kernel = None
+        if self.activations == "int8":
+            self.kernel = INT8_ACTIVATIONS
+            if codes.is_cpu:
+                native.load_kernel()
+            self.register_buffer("weight", (codes.to(torch.int16) + 128).to(torch.uint8), persistent=False)
+            self.register_buffer("weight_scale", scale.contiguous(), persistent=False)
+            return
         if not codes.is_meta:
             if codes.is_cpu and self.group_size == self.in_features and self.in_features % 16 == 0:
                 # The kernel reads past the end of rows whose length is not a multiple of 16 (it crashes).
@@ -472,6 +510,8 @@ class Int8Linear(QuantizedLinear):
         return dequantize_weight(tensors["weight"], tensors["weight_scale"], None, dtype)
 
     def _matmul(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kernel == INT8_ACTIVATIONS:
+            return native.product(x, self.weight, self.weight_scale, None, self.group_size)
         if self.kernel == "int8" and x.is_cpu:
             return self._kernel_call(x, torch._weight_int8pack_mm, self.weight, self.weight_scale.view(-1),
                                      aligned=True)
@@ -490,23 +530,27 @@ class Int4Linear(QuantizedLinear):
     bits = 4
 
     def __init__(self, in_features: int, out_features: int, group_size: int = 64, bias: bool = True,
-                 device: torch.device | str | None = None) -> None:
+                 device: torch.device | str | None = None, activations: str = "float") -> None:
         if in_features % 2:
             raise ConfigError(f"Int4Linear needs an even number of input features, got {in_features}.")
-        super().__init__(in_features, out_features, group_size, bias, device)
+        super().__init__(in_features, out_features, group_size, bias, device, activations)
         groups = in_features // self.group_size
         self.kernel: str | None = None
         self.register_buffer("packed", torch.zeros(out_features, in_features // 2, dtype=torch.uint8, device=device),
                              persistent=False)
         self.register_buffer("scale_and_zero", torch.zeros(groups, out_features, 2, dtype=SCALE_DTYPE, device=device),
                              persistent=False)
+        if activations == "int8":
+            zeros = torch.zeros(out_features, groups, dtype=SCALE_DTYPE, device=device)
+            self._set_codes(torch.zeros(out_features, in_features, dtype=torch.uint8, device=device), zeros, zeros)
 
     @classmethod
     def from_codes(cls, codes: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor,
-                   bias: torch.Tensor | None = None) -> Int4Linear:
+                   bias: torch.Tensor | None = None, activations: str = "float") -> Int4Linear:
         """A layer over codes (out, in) in [0, 15] and per-group scales and zero points (out, groups)."""
         out_features, in_features = codes.shape
-        layer = cls(in_features, out_features, in_features // scale.shape[1], bias=bias is not None, device="meta")
+        layer = cls(in_features, out_features, in_features // scale.shape[1], bias=bias is not None, device="meta",
+                    activations=activations)
         layer._set_codes(codes, scale, zero)
         if bias is not None:
             layer.bias = nn.Parameter(bias, requires_grad=False)
@@ -519,9 +563,13 @@ class Int4Linear(QuantizedLinear):
 
     def codes(self) -> torch.Tensor:
         """The int4 codes (out, in) as uint8 values in [0, 15]."""
+        if self.kernel == INT8_ACTIVATIONS:
+            return unpack_nibbles(self.packed)
         return _codes_from_layout(self.kernel, self.packed, self.out_features, self.in_features)
 
     def checkpoint_tensors(self) -> dict[str, torch.Tensor]:
+        if self.kernel == INT8_ACTIVATIONS:
+            return {"weight": self.packed, "weight_scale": self.weight_scale, "weight_zero": self.weight_zero}
         pairs = self.packed if self.kernel is None else pack_nibbles(self.codes())
         scale, zero = self.scale_and_zero.permute(2, 1, 0)
         return {"weight": pairs, "weight_scale": scale.contiguous(), "weight_zero": zero.contiguous()}
@@ -532,6 +580,16 @@ class Int4Linear(QuantizedLinear):
     def _set_codes(self, codes: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor | None) -> None:
         self._leave_group()
         device = codes.device
+        if self.activations == "int8":
+            # The checkpoint layout, which native.product reads; scales and zero points (out, groups).
+            self.kernel = INT8_ACTIVATIONS
+            if codes.is_cpu:
+                native.load_kernel()
+            self._buffers.clear()
+            self.register_buffer("packed", pack_nibbles(codes), persistent=False)
+            for name, values in (("weight_scale", scale), ("weight_zero", zero)):
+                self.register_buffer(name, values.to(device=device, dtype=SCALE_DTYPE).contiguous(), persistent=False)
+            return
         self.kernel = None if codes.is_meta else _int4_kernel(device, self.out_features, self.in_features,
                                                                  self.group_size)
         self.packed = _to_kernel_layout(self.kernel, codes)
@@ -540,10 +598,13 @@ class Int4Linear(QuantizedLinear):
         self.scale_and_zero = self.scale_and_zero.contiguous()
 
     def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        scale, zero = self.scale_and_zero.permute(2, 1, 0)
-        return dequantize_weight(self.codes(), scale, zero, dtype)
+        tensors = self.checkpoint_tensors()
+        return dequantize_weight(unpack_nibbles(tensors["weight"]), tensors["weight_scale"], tensors["weight_zero"],
+                                 dtype)
 
     def _matmul(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kernel == INT8_ACTIVATIONS:
+            return native.product(x, self.packed, self.weight_scale, self.weight_zero, self.group_size)
         if self.kernel == "cpu" and x.is_cpu:
             return self._kernel_call(x, torch._weight_int4pack_mm_for_cpu, self.packed, self.group_size,
                                      self.scale_and_zero)
@@ -557,12 +618,13 @@ class Int4Linear(QuantizedLinear):
 
         One call over the concatenated rows costs less than one per layer (per-call overhead, and
         one cast of ``x`` to bfloat16 instead of several): +12% decode speed on SmolLM2's Q4_1 file.
-        The CPU layout packs rows in independent blocks, so the concatenation is the layers' packed
+        Layers with int8 activations join their rows, scales and zero points (the checkpoint layout,
+        row by row) and quantize ``x`` once. The CPU layout packs rows in independent blocks, so the concatenation is the layers' packed
         rows one after another; on first use each layer's codes become a view into the group's, so
         their memory does not grow. The scales are copied into the group (a quarter of the codes'
         size): concatenating them at each call cost more than the grouping saved, and layers holding
         strided views of them would not reach the kernel inside compiled graphs. Applies to CPU
-        layers without bias that share input size and group size, with no gradient to record.
+        layers (int4 CPU kernel or int8 activations) without bias that share input size and group size, with no gradient to record.
         Compiled graphs use a group an eager call made (generate's prompt always runs eagerly):
         inside them the stamps cannot be read, so a member that loads, merges or moves empties
         the group it belongs to.
@@ -578,43 +640,57 @@ class Int4Linear(QuantizedLinear):
                 return None
             return self._group_product(x, group, sizes)
         if (not x.is_cpu or needs_backward(x)
-                or not all(type(layer) is Int4Linear and layer.kernel == "cpu" and layer.bias is None
+                or not all(type(layer) is Int4Linear and layer.kernel == self.kernel and layer.bias is None
                            and layer.in_features == self.in_features and layer.group_size == self.group_size
-                           for layer in layers)
-                or any(size % 64 for size in sizes) or _independent_rows(self.in_features) is None):
+                           for layer in layers)):
+            return None
+        if self.kernel != INT8_ACTIVATIONS and (
+                self.kernel != "cpu" or any(size % 64 for size in sizes) or _independent_rows(self.in_features) is None):
             return None
         group = self.__dict__.get("_in_group")
         if not group or not unchanged(group["made_from"], _group_sources(layers)):
             # Built outside inference mode: the layers' buffers stay ordinary tensors (trainable around).
             with torch.inference_mode(False):
-                packed = torch.cat([layer.packed for layer in layers])
-                scale_and_zero = torch.cat([layer.scale_and_zero for layer in layers], dim=1)
+                joined = {name: torch.cat([layer._buffers[name] for layer in layers], dim=dim)
+                          for name, dim in self._group_buffers().items()}
             start = 0
             for layer, size in zip(layers, sizes, strict=True):
-                layer._buffers["packed"] = packed[start:start + size]
+                # Members' buffers that are row blocks of the group's become views into it.
+                for name, dim in self._group_buffers().items():
+                    if dim == 0:
+                        layer._buffers[name] = joined[name][start:start + size]
                 start += size
-            group = {"made_from": stamp(_group_sources(layers)), "packed": packed, "scale_and_zero": scale_and_zero}
+            group = {"made_from": stamp(_group_sources(layers)), **joined}
             for layer in layers:  # this layer first
                 layer.__dict__["_in_group"] = group  # the same dict: a member that changes empties it
         return self._group_product(x, group, sizes)
 
+    def _group_buffers(self) -> dict[str, int]:
+        """The buffers a group joins, by the dimension that holds the output rows."""
+        if self.kernel == INT8_ACTIVATIONS:
+            return {"packed": 0, "weight_scale": 0, "weight_zero": 0}
+        return {"packed": 0, "scale_and_zero": 1}
+
     def _group_product(self, x: torch.Tensor, group: dict, sizes: list[int]) -> tuple[torch.Tensor, ...]:
-        rows = x.reshape(-1, self.in_features).to(KERNEL_DTYPE).contiguous()
-        out = torch._weight_int4pack_mm_for_cpu(rows, group["packed"], self.group_size, group["scale_and_zero"])
-        out = out.to(x.dtype)
+        if self.kernel == INT8_ACTIVATIONS:
+            out = native.product(x, group["packed"], group["weight_scale"], group["weight_zero"], self.group_size)
+        else:
+            rows = x.reshape(-1, self.in_features).to(KERNEL_DTYPE).contiguous()
+            out = torch._weight_int4pack_mm_for_cpu(rows, group["packed"], self.group_size, group["scale_and_zero"])
+            out = out.to(x.dtype)
         return out.view(*x.shape[:-1], sum(sizes)).split(sizes, dim=-1)
 
 
 def _group_sources(layers: tuple[nn.Module, ...]) -> list[torch.Tensor]:
     """The buffers an int4 group is made from: a group is rebuilt when any of them changed."""
-    return [tensor for layer in layers for tensor in (layer.packed, layer.scale_and_zero)]
+    return [layer._buffers[name] for layer in layers for name in layer._group_buffers()]
 
 
 QUANTIZED_LINEAR_CLASSES: dict[int, type[QuantizedLinear]] = {8: Int8Linear, 4: Int4Linear}
 
 
 def quantized_linear(weight: torch.Tensor, bias: torch.Tensor | None, bits: int, group_size: int | None,
-                     name: str = "") -> QuantizedLinear:
+                     name: str = "", activations: str = "float") -> QuantizedLinear:
     """A quantized layer for a float weight (out, in) and bias; the layer takes over the bias tensor."""
     out_features, in_features = weight.shape
     layer_class = QUANTIZED_LINEAR_CLASSES[bits]
@@ -622,7 +698,9 @@ def quantized_linear(weight: torch.Tensor, bias: torch.Tensor | None, bits: int,
     check_group_size(name, in_features, group_size)
     if bits == 4 and in_features % 2:
         raise ConfigError(f"{name or 'layer'} has an odd number of input features ({in_features}); int4 needs an even one.")
-    layer = layer_class(in_features, out_features, group_size, bias=bias is not None, device="meta")
+    check_activations(name, in_features, group_size, activations)
+    layer = layer_class(in_features, out_features, group_size, bias=bias is not None, device="meta",
+                        activations=activations)
     layer._set_codes(*quantize_weight(weight, bits, group_size))
     if bias is not None:
         layer.bias = bias if isinstance(bias, nn.Parameter) else nn.Parameter(bias, requires_grad=False)

@@ -17,10 +17,16 @@ from torch import nn
 from ..errors import ConfigError, UnsupportedArgumentError, describe_path
 from ..models.gpt2 import Conv1D
 from ..weights.gguf_checkpoint import GGUFCheckpoint
-from .config import WeightOnlyConfig, as_weight_only_config
+from .config import ACTIVATIONS, WeightOnlyConfig, as_weight_only_config
 from .embedding import QuantizedEmbedding
 from .gguf import LINEAR_LAYOUT_GROUP_SIZE, LINEAR_LAYOUT_TYPES
-from .linear import QUANTIZED_LINEAR_CLASSES, QuantizedLinear, check_group_size, quantized_linear
+from .linear import (
+    QUANTIZED_LINEAR_CLASSES,
+    QuantizedLinear,
+    check_activations,
+    check_group_size,
+    quantized_linear,
+)
 
 
 def linear_weight(module: nn.Module) -> torch.Tensor | None:
@@ -99,6 +105,7 @@ def _layers_to_quantize(model: nn.Module, config: WeightOnlyConfig) -> tuple[Wei
         config = replace(config, group_size=fitting[0])
     for name, size_in in in_sizes.items():
         check_group_size(name, size_in, config.group_size or size_in)
+        check_activations(name, size_in, config.group_size or size_in, config.activations)
         if config.bits_for(name) == 4 and size_in % 2:
             raise ConfigError(f"{name} has an odd number of input features ({size_in}); int4 needs an even one.")
     return config, layers
@@ -124,7 +131,7 @@ def quantize(model: nn.Module, config: WeightOnlyConfig | dict[str, Any]) -> nn.
     _untie_quantized(model, {name for name, _ in layers})
     for name, layer in layers:
         model.set_submodule(name, quantized_linear(linear_weight(layer), layer.bias, config.bits_for(name),
-                                                   config.group_size, name))
+                                                   config.group_size, name, config.activations))
     if hasattr(model, "config"):
         model.config.quantization_config = config.to_dict()
     return model
@@ -138,7 +145,8 @@ def _replace_with_empty_quantized_layers(model: nn.Module, config: WeightOnlyCon
         out_features, in_features = linear_weight(layer).shape
         layer_class = QUANTIZED_LINEAR_CLASSES[config.bits_for(name)]
         model.set_submodule(name, layer_class(in_features, out_features, config.group_size,
-                                              bias=layer.bias is not None, device="meta"))
+                                              bias=layer.bias is not None, device="meta",
+                                              activations=config.activations))
     for name in config.quantized_embeddings or []:
         _empty_quantized_embedding(model, name, config.bits_for(name), config.group_size)
 
@@ -174,8 +182,9 @@ class GGUFQuantizedLoad:
     it looks up); the two are no longer tied.
     """
 
-    def __init__(self, checkpoint: GGUFCheckpoint) -> None:
+    def __init__(self, checkpoint: GGUFCheckpoint, activations: str = "float") -> None:
         self.checkpoint = checkpoint
+        self.activations = activations
         self.config: WeightOnlyConfig | None = None
 
     def before_loading(self, model: nn.Module) -> None:
@@ -198,6 +207,7 @@ class GGUFQuantizedLoad:
             bits=majority, group_size=LINEAR_LAYOUT_GROUP_SIZE,
             modules_to_not_convert=[name for name in linear_names if name not in kept],
             bits_by_module={name: layer_bits for name, (_, layer_bits) in kept.items() if layer_bits != majority},
+            activations=self.activations,
         )
         embedding = input_embedding_name(model)
         embedding_kept = embedding is not None and embedding in sources and isinstance(
@@ -212,7 +222,8 @@ class GGUFQuantizedLoad:
             out_features, in_features = linear_weight(layer).shape
             layer_class = QUANTIZED_LINEAR_CLASSES[self.config.bits_for(name)]
             model.set_submodule(name, layer_class(in_features, out_features, LINEAR_LAYOUT_GROUP_SIZE,
-                                                  bias=layer.bias is not None, device="meta"))
+                                                  bias=layer.bias is not None, device="meta",
+                                                  activations=self.activations))
         self.checkpoint.kept_quantized = {name: tensor for name, (tensor, _) in kept.items()}
         if embedding_kept:
             _empty_quantized_embedding(model, embedding, self.config.bits_for(embedding), LINEAR_LAYOUT_GROUP_SIZE)
@@ -239,13 +250,21 @@ def plan_quantized_load(model_config: Any, requested: Any, source: str, checkpoi
             f"from_pretrained(): dequantize applies to GGUF files (gguf_file=...), and {source} is not one."
         )
     if dequantize is False:
+        activations = "float"
         if requested is not None:
-            raise UnsupportedArgumentError(
-                "from_pretrained(): dequantize=False keeps the GGUF file's own quantization, so it takes no "
-                "quantization_config; to quantize the weights another way, pass quantization_config alone "
-                "(the file is dequantized, then quantized)."
-            )
-        return GGUFQuantizedLoad(checkpoint)
+            settings = requested
+            if not isinstance(settings, dict) or set(settings) - {"activations"}:
+                raise UnsupportedArgumentError(
+                    "from_pretrained(): dequantize=False keeps the GGUF file's own quantization, so its "
+                    "quantization_config may only choose the activations ({'activations': 'int8'}); to quantize "
+                    "the weights another way, pass quantization_config alone (the file is dequantized, then "
+                    "quantized)."
+                )
+            activations = settings.get("activations", "float")
+            if activations not in ACTIVATIONS:
+                raise ConfigError(f"quantization_config: activations must be one of {list(ACTIVATIONS)}, got "
+                                  f"{activations!r}.")
+        return GGUFQuantizedLoad(checkpoint, activations)
     stored = getattr(model_config, "quantization_config", None)
     if stored is None and requested is None:
         return None
@@ -264,6 +283,9 @@ def plan_quantized_load(model_config: Any, requested: Any, source: str, checkpoi
             f"{wanted.to_dict()}. Load it without quantization_config, or quantize the full-precision "
             "checkpoint with the new settings."
         )
+    if wanted is not None:
+        # The activations are not part of the saved weights: a load may choose them.
+        saved = replace(saved, activations=wanted.activations)
     return QuantizedLoad(saved, checkpoint_is_quantized=True)
 
 
