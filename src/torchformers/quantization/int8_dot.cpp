@@ -116,56 +116,65 @@ void row_factors(const uint16_t* scale, const uint16_t* zero, int64_t blocks, in
 // The dot products of `rows` consecutive weight rows with one activation row, scaled and summed
 // into out[0..rows). Each 64-byte load covers 4 blocks (int4: 128 features) or 2 blocks (int8:
 // 64 features); lane i of the dot products sums 4 byte products of block i * blocks_per_load / 16.
-// Adds to `total` the lane sums of `count` blocks of one weight row with the activation codes at
-// `codes`. Each 64-byte load covers 4 blocks (int4: 128 features) or 2 blocks (int8: 64
-// features); lane i sums 4 byte products of block i * blocks_per_load / 16. `Full`: the load
-// spans 64 bytes (only the last, partial one is masked).
-template <int Bits, bool Full>
-inline __m512 add_blocks(__m512 total, const uint8_t* weights, const int8_t* codes, int64_t count, const float* d,
-                         const float* dx) {
+// Adds to total[a] the lane sums of `count` blocks of one weight row with activation row a
+// (`Acts` rows of codes `features` apart, their scales dx `blocks` apart); the weight bytes are
+// loaded and unpacked once for them all. Each 64-byte load covers 4 blocks (int4: 128 features)
+// or 2 blocks (int8: 64 features); lane i sums 4 byte products of block i * blocks_per_load / 16.
+// `Full`: the load spans 64 bytes (only the last, partial one is masked).
+template <int Bits, int Acts, bool Full>
+inline void add_blocks(__m512* total, const uint8_t* weights, const int8_t* codes, int64_t features, int64_t count,
+                       const float* d, const float* dx, int64_t blocks) {
     const __m512i lanes_to_block = Bits == 4 ? _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0)
                                              : _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
     const int64_t weight_bytes = count * kBlock * Bits / 8;
     const __mmask64 bytes = Full ? ~static_cast<__mmask64>(0) : ((static_cast<__mmask64>(1) << weight_bytes) - 1);
     const __mmask8 present = static_cast<__mmask8>((1u << count) - 1);
     const __m512i loaded = Full ? _mm512_loadu_si512(weights) : _mm512_maskz_loadu_epi8(bytes, weights);
-    const __m512i first = Full ? _mm512_loadu_si512(codes) : _mm512_maskz_loadu_epi8(bytes, codes);
-    __m512i dot;
-    if (Bits == 4) {
-        const __m512i nibble = _mm512_set1_epi8(0x0F);
-        const __m512i second = Full ? _mm512_loadu_si512(codes + 64) : _mm512_maskz_loadu_epi8(bytes, codes + weight_bytes);
-        dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_and_si512(_mm512_srli_epi16(loaded, 4), nibble), first);
-        dot = _mm512_dpbusd_epi32(dot, _mm512_and_si512(loaded, nibble), second);
-    } else {
-        dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), loaded, first);
+    const __m512i nibble = _mm512_set1_epi8(0x0F);
+    const __m512i high = Bits == 4 ? _mm512_and_si512(_mm512_srli_epi16(loaded, 4), nibble) : loaded;
+    const __m512i low = Bits == 4 ? _mm512_and_si512(loaded, nibble) : loaded;
+    const __m128 weight_scales = Full ? _mm_loadu_ps(d) : _mm_maskz_loadu_ps(present, d);
+    for (int a = 0; a < Acts; a++) {
+        const int8_t* row = codes + a * features;
+        const __m512i first = Full ? _mm512_loadu_si512(row) : _mm512_maskz_loadu_epi8(bytes, row);
+        __m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), high, first);
+        if (Bits == 4) {
+            const __m512i second = Full ? _mm512_loadu_si512(row + 64) : _mm512_maskz_loadu_epi8(bytes, row + weight_bytes);
+            dot = _mm512_dpbusd_epi32(dot, low, second);
+        }
+        const float* row_dx = dx + a * blocks;
+        const __m128 scales = _mm_mul_ps(weight_scales, Full ? _mm_loadu_ps(row_dx) : _mm_maskz_loadu_ps(present, row_dx));
+        const __m512 lane_factors = _mm512_permutexvar_ps(lanes_to_block, _mm512_castps128_ps512(scales));
+        total[a] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), lane_factors, total[a]);
     }
-    const __m128 scales = Full ? _mm_mul_ps(_mm_loadu_ps(d), _mm_loadu_ps(dx))
-                               : _mm_mul_ps(_mm_maskz_loadu_ps(present, d), _mm_maskz_loadu_ps(present, dx));
-    const __m512 lane_factors = _mm512_permutexvar_ps(lanes_to_block, _mm512_castps128_ps512(scales));
-    return _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), lane_factors, total);
 }
 
-// One weight row times one activation row: the sum above, over all blocks.
-template <int Bits>
-float row_dot(const uint8_t* weights, int64_t features, const int8_t* codes, const float* d, const float* dx,
-              const float* c, const float* sx) {
+// One weight row times `Acts` activation rows (codes `features` apart, dx and sx `blocks` apart):
+// the sum above over all blocks, into out[a * out_stride].
+template <int Bits, int Acts>
+void row_dot(const uint8_t* weights, int64_t features, const int8_t* codes, const float* d, const float* dx,
+             const float* c, const float* sx, float* out, int64_t out_stride) {
     const int64_t blocks = features / kBlock;
     constexpr int64_t blocks_per_load = Bits == 4 ? 4 : 2;
-    __m512 total = _mm512_setzero_ps();
+    __m512 total[Acts];
+    for (int a = 0; a < Acts; a++) total[a] = _mm512_setzero_ps();
     int64_t b = 0;
     for (; b + blocks_per_load <= blocks; b += blocks_per_load) {
-        total = add_blocks<Bits, true>(total, weights + b * kBlock * Bits / 8, codes + b * kBlock, blocks_per_load,
-                                       d + b, dx + b);
+        add_blocks<Bits, Acts, true>(total, weights + b * kBlock * Bits / 8, codes + b * kBlock, features,
+                                     blocks_per_load, d + b, dx + b, blocks);
     }
     if (b < blocks) {
-        total = add_blocks<Bits, false>(total, weights + b * kBlock * Bits / 8, codes + b * kBlock, blocks - b,
-                                        d + b, dx + b);
+        add_blocks<Bits, Acts, false>(total, weights + b * kBlock * Bits / 8, codes + b * kBlock, features, blocks - b,
+                                      d + b, dx + b, blocks);
     }
     for (b = 0; b < blocks; b += 16) {
         const __mmask16 lanes = first_lanes16(blocks - b);
-        total = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(lanes, c + b), _mm512_maskz_loadu_ps(lanes, sx + b), total);
+        const __m512 offsets = _mm512_maskz_loadu_ps(lanes, c + b);
+        for (int a = 0; a < Acts; a++) {
+            total[a] = _mm512_fmadd_ps(offsets, _mm512_maskz_loadu_ps(lanes, sx + a * blocks + b), total[a]);
+        }
     }
-    return _mm512_reduce_add_ps(total);
+    for (int a = 0; a < Acts; a++) out[a * out_stride] = _mm512_reduce_add_ps(total[a]);
 }
 
 template <int Bits>
@@ -193,9 +202,15 @@ void linear(const float* x, int64_t rows, int64_t features, const uint8_t* weigh
         float* d = factors;
         float* c = factors + blocks;
         row_factors(scale + n * groups, zero ? zero + n * groups : nullptr, blocks, per_group, d, c);
-        for (int64_t m = 0; m < rows; m++) {
-            out[m * out_features + n] = row_dot<Bits>(weight + n * row_bytes, features, codes.data() + m * features, d,
-                                                      dx.data() + m * blocks, c, sx.data() + m * blocks);
+        // Four activation rows at a time share each load and unpacking of the weight row (prompts).
+        int64_t m = 0;
+        for (; m + 4 <= rows; m += 4) {
+            row_dot<Bits, 4>(weight + n * row_bytes, features, codes.data() + m * features, d, dx.data() + m * blocks,
+                             c, sx.data() + m * blocks, out + m * out_features + n, out_features);
+        }
+        for (; m < rows; m++) {
+            row_dot<Bits, 1>(weight + n * row_bytes, features, codes.data() + m * features, d, dx.data() + m * blocks,
+                             c, sx.data() + m * blocks, out + m * out_features + n, out_features);
         }
     }
 }
