@@ -218,3 +218,17 @@ def test_gguf_loads_take_the_activations_only(tmp_path):
     with pytest.raises(ConfigError, match="activations must be one of"):
         torchformers.AutoModelForCausalLM.from_pretrained(path, dequantize=False,
                                                           quantization_config={"activations": "fp8"})
+
+
+@pytest.mark.skipif(not native._cpu_has_vnni(), reason="the build is only tried on CPUs with AVX-512 VNNI")
+def test_a_failed_build_falls_back_with_a_warning(monkeypatch, tmp_path, caplog):
+    monkeypatch.setattr(native, "_loaded", None)
+    monkeypatch.setenv("TORCHFORMERS_CACHE", str(tmp_path))
+    monkeypatch.setenv("CXX", shutil.which("false") or "/bin/false")  # a "compiler" that always fails
+    with caplog.at_level("WARNING"):
+        assert native.load_kernel() is False
+    assert "building the int8 kernel failed" in caplog.text
+    assert not list((tmp_path / "kernels").glob("*.so"))  # nothing half-written left behind
+    layer = quantized_linear(torch.randn(32, 64), None, 4, 32, activations="int8")
+    x = torch.randn(2, 64)
+    torch.testing.assert_close(layer(x), native.reference_product(x, *_kernel_tensors(layer)))

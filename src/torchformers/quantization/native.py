@@ -26,6 +26,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 
 import torch
 
@@ -43,6 +44,7 @@ _FLAGS = ("-O3", "-std=c++17", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx51
 _CPU_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512_vnni")
 # None until the first try to load the kernel; then whether the op is there.
 _loaded: bool | None = None
+_loading = threading.Lock()
 
 
 def _cpu_has_vnni() -> bool:
@@ -96,8 +98,9 @@ def _build(compiler: str) -> str:
 def load_kernel() -> bool:
     """Build and load the op unless done; whether it can run here (the reason it cannot is logged once)."""
     global _loaded
-    if _loaded is None:
-        _loaded = _load()
+    with _loading:  # the op may be registered once only, whichever thread builds the first layer
+        if _loaded is None:
+            _loaded = _load()
     return _loaded
 
 
