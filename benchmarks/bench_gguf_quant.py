@@ -19,6 +19,10 @@ of 32) and the tied output layer as int8 from the Q8_0 embedding. Variants:
   1.3 ms of a 12 ms step here). Unsafe by torch's own name: only for a model that does not
   change between calls (no new weights, adapters, casts or moves), since nothing would
   notice that the compiled step no longer fits it;
+- ``int4 compiled fingerprint`` and ``int4 int8-act compiled fingerprint``: compiled with
+  ``CompileConfig(model_guards="fingerprint")``: the module guards are dropped as in the
+  unguarded variant, and a fingerprint of the model is compared once per ``generate()`` call
+  instead (a changed model gets a new compiled step);
 - ``int4 int8-act`` and its compiled variants: ``quantization_config={"activations": "int8"}``:
   each product quantizes its input rows to int8 in blocks of 32 and multiplies integer codes
   (torchformers' C kernel with AVX-512 VNNI), as llama.cpp does.
@@ -62,6 +66,8 @@ _COMPILED = {"cache_implementation": "static", "compile_config": {}}
 _COMPILED_UNGUARDED = {"cache_implementation": "static",
                        "compile_config": {"mode": None,
                                           "options": {"guard_filter_fn": "skip_guard_on_all_nn_modules_unsafe"}}}
+# The model's guards replaced by a fingerprint checked once per generate() call (safe between calls).
+_COMPILED_FINGERPRINT = {"cache_implementation": "static", "compile_config": {"model_guards": "fingerprint"}}
 VARIANTS: dict[str, dict[str, Any]] = {
     "int4 fp32": {"dequantize": False},
     "int4 bf16": {"dequantize": False, "dtype": "bfloat16"},
@@ -74,6 +80,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
                                "generate": _COMPILED},
     "int4 int8-act compiled unguarded": {"dequantize": False, "quantization_config": {"activations": "int8"},
                                          "generate": _COMPILED_UNGUARDED},
+    "int4 compiled fingerprint": {"dequantize": False, "generate": _COMPILED_FINGERPRINT},
+    "int4 int8-act compiled fingerprint": {"dequantize": False, "quantization_config": {"activations": "int8"},
+                                           "generate": _COMPILED_FINGERPRINT},
 }
 DEFAULT_VARIANTS = ("int4 fp32", "int4 bf16", "int4 int8-act", "dequantized")
 RESULT_PREFIX = "BENCH_GGUF_QUANT_RESULT "

@@ -10,6 +10,7 @@ import torch
 from _checkpoints import PAD, left_padded, prompt
 from torch._dynamo.utils import counters
 
+import torchformers
 import torchformers.generation.utils as generation_utils
 from torchformers import CompileConfig, GenerationConfig
 from torchformers.errors import ConfigError, GenerationError
@@ -96,3 +97,96 @@ def test_compile_config_round_trips_through_generation_config(tmp_path):
         GenerationConfig(compile_config={"fulgraph": True})
     with pytest.raises(ConfigError, match="compile_config"):
         GenerationConfig(compile_config="inductor")
+
+
+# -- CompileConfig(model_guards="fingerprint") ------------------------------------------------------
+FINGERPRINT = CompileConfig(backend="eager", model_guards="fingerprint")  # dynamo tracing, no kernels to build
+
+
+def _fresh(checkpoint, family="llama"):
+    directory, _, _ = checkpoint(family)
+    return torchformers.AutoModelForCausalLM.from_pretrained(directory)
+
+
+def _fingerprinted(model, ids, **settings):
+    return model.generate(ids, max_new_tokens=8, do_sample=False, cache_implementation="static",
+                          compile_config=FINGERPRINT, **settings)
+
+
+def _steps(model):
+    return list(model.__dict__.get("_fingerprinted_steps", {}).values())
+
+
+def test_fingerprinted_steps_give_the_eager_tokens_and_are_reused(checkpoint, monkeypatch):
+    model = _fresh(checkpoint)
+    compiles, filtered = [], []
+    original, drop = torch.compile, generation_utils._drop_model_guards
+    monkeypatch.setattr(torch, "compile", lambda *a, **k: compiles.append(dict(k["options"])) or original(*a, **k))
+    monkeypatch.setattr(generation_utils, "_drop_model_guards",
+                        lambda entries: filtered.append((entries, drop(entries))) or filtered[-1][1])
+    single = prompt(batch=1, length=10, seed=9)
+    assert torch.equal(_fingerprinted(model, single), model.generate(single, max_new_tokens=8, do_sample=False))
+    assert len(compiles) == 1
+    # One sequence's step is one graph: the guards on the model's modules (most of them) are dropped.
+    dropped = [entry.name for entries, keep in filtered for entry, kept in zip(entries, keep, strict=True)
+               if not kept]
+    kept = [entry.name for entries, keep in filtered for entry, kept in zip(entries, keep, strict=True) if kept]
+    assert len(dropped) > len(kept) and all(name.startswith("model") for name in dropped)
+    # A padded batch breaks the graph at its mask: the frames compiled apart (a decoder layer's
+    # forward, shared by both layers) keep their guards, and the tokens stay right.
+    ids, mask = left_padded(prompt(batch=2, length=7, seed=8), (0, 2))
+    eager = model.generate(ids, attention_mask=mask, max_new_tokens=8, do_sample=False, pad_token_id=PAD)
+    assert torch.equal(_fingerprinted(model, ids, attention_mask=mask, pad_token_id=PAD), eager)
+    step = _steps(model)
+    assert torch.equal(_fingerprinted(model, single), model.generate(single, max_new_tokens=8, do_sample=False))
+    assert len(compiles) == 1 and _steps(model) == step  # the same model, unchanged: the same step
+
+
+def test_a_model_changed_between_calls_gets_a_new_step(checkpoint):
+    model = _fresh(checkpoint)
+    ids = prompt(batch=1, length=6, seed=10)
+    _fingerprinted(model, ids)
+    first = _steps(model)
+    # A hook added to a layer (it silences the layer's MLP): a new step, whose tokens follow the hook.
+    before = model.generate(ids, max_new_tokens=8, do_sample=False)
+    handle = model.model.layers[1].mlp.register_forward_hook(lambda module, args, output: output * 0)
+    hooked = model.generate(ids, max_new_tokens=8, do_sample=False)
+    assert not torch.equal(hooked, before)
+    assert torch.equal(_fingerprinted(model, ids), hooked) and _steps(model) != first
+    handle.remove()
+    assert torch.equal(_fingerprinted(model, ids), before)
+    # A changed attribute the forward reads (the attention scale), then a cast: each recompiles, and
+    # the tokens follow the change.
+    attention = model.model.layers[0].self_attn
+    attention.scaling = attention.scaling * 4
+    assert torch.equal(_fingerprinted(model, ids), model.generate(ids, max_new_tokens=8, do_sample=False))
+    model.to(torch.float64)
+    assert torch.equal(_fingerprinted(model, ids), model.generate(ids, max_new_tokens=8, do_sample=False))
+    assert len({id(step) for _, step in _steps(model)}) == 1  # one step kept per setting: the newest
+
+
+def test_fingerprinted_steps_are_not_shared_between_models(checkpoint):
+    first, second = _fresh(checkpoint), _fresh(checkpoint)
+    with torch.no_grad():
+        for param in second.parameters():
+            param.mul_(-1)
+    ids = prompt(batch=1, length=6, seed=11)
+    assert torch.equal(_fingerprinted(first, ids), first.generate(ids, max_new_tokens=8, do_sample=False))
+    assert torch.equal(_fingerprinted(second, ids), second.generate(ids, max_new_tokens=8, do_sample=False))
+    # A submodule swapped for another: a new step over the new module.
+    second.model.layers[0].mlp = first.model.layers[0].mlp
+    assert torch.equal(_fingerprinted(second, ids), second.generate(ids, max_new_tokens=8, do_sample=False))
+
+
+def test_fingerprint_settings_are_checked_and_saved(checkpoint, tmp_path):
+    with pytest.raises(ConfigError, match="model_guards"):
+        CompileConfig(model_guards="none")
+    assert "model_guards" not in CompileConfig().to_dict()  # the reference's fields only, by default
+    config = GenerationConfig(compile_config=CompileConfig(mode=None, model_guards="fingerprint"))
+    config.save_pretrained(tmp_path)
+    assert GenerationConfig.from_pretrained(tmp_path).compile_config.model_guards == "fingerprint"
+    model = _fresh(checkpoint)
+    with pytest.raises(GenerationError, match="guard filter"):
+        model.generate(prompt(), max_new_tokens=3, cache_implementation="static",
+                       compile_config=CompileConfig(mode=None, options={"guard_filter_fn": lambda e: e},
+                                                    model_guards="fingerprint"))

@@ -154,6 +154,16 @@ class CompileConfig:
     torch.compiler.skip_guard_on_all_nn_modules_unsafe})`` drops those: +5-13% tokens/s on
     SmolLM2's Q4_1 file kept in int4. Unsafe, as torch's name says: after adapters are added or
     the model is cast or moved, the old compiled step would still run.
+
+    ``model_guards="fingerprint"`` (torchformers only) gets that speed safely between calls:
+    dynamo's guards on the model's modules are dropped, and instead, once per ``generate()``
+    call (at its first decode step), a fingerprint of the model is compared with the one its
+    compiled step was made for. It covers every module's type, training flag and hooks (and the
+    global module hooks), the dtype, shape, stride, device and gradient flag of each parameter
+    and buffer, and the plain attributes of modules and of the objects they hold (the config)
+    by value. A different fingerprint compiles a new step for the model. Each model gets its own
+    compiled step. What it does not see: a change to the model in the middle of a
+    ``generate()`` call (from a streamer or a logits processor), or to a class attribute.
     """
 
     fullgraph: bool = False
@@ -161,9 +171,17 @@ class CompileConfig:
     backend: str | Callable = "inductor"
     mode: str | None = "reduce-overhead"
     options: dict | None = None
+    model_guards: str = "dynamo"
+
+    def __post_init__(self) -> None:
+        if self.model_guards not in ("dynamo", "fingerprint"):
+            raise ConfigError(f"CompileConfig: model_guards must be 'dynamo' or 'fingerprint', got {self.model_guards!r}.")
 
     def to_dict(self) -> dict[str, Any]:
-        return copy.deepcopy(dataclasses.asdict(self))
+        values = copy.deepcopy(dataclasses.asdict(self))
+        if values["model_guards"] == "dynamo":
+            del values["model_guards"]  # the reference's CompileConfig has no such field
+        return values
 
     @classmethod
     def from_value(cls, value: Any) -> CompileConfig | None:

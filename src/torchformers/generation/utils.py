@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +22,7 @@ from torch import nn
 
 from ..errors import GenerationError, UnsupportedArgumentError
 from ..nn.cache import DynamicCache, StaticCache
+from ..nn.linear import EAGER_ONLY_CACHES
 from ..outputs import ModelOutput
 from .config import CompileConfig, GenerationConfig
 from .logits import (
@@ -549,11 +551,109 @@ def _compiled_call(model: nn.Module, config: GenerationConfig, cache: Any) -> Ca
             "mode=None to pass options."
         )
     dynamic = True if settings.dynamic is None else settings.dynamic  # see CompileConfig
+    if settings.model_guards == "fingerprint":
+        if "guard_filter_fn" in (settings.options or {}):
+            raise GenerationError(
+                "generate(): CompileConfig(model_guards='fingerprint') sets dynamo's guard filter itself; drop "
+                "guard_filter_fn from options, or keep model_guards='dynamo'."
+            )
+        return _FingerprintedStep(settings, dynamic)
     key = (settings.fullgraph, dynamic, settings.backend, settings.mode, repr(settings.options))
     if key not in _COMPILED_CALLS:
         _COMPILED_CALLS[key] = torch.compile(_run_model, fullgraph=settings.fullgraph, dynamic=dynamic,
                                              backend=settings.backend, mode=settings.mode, options=settings.options)
     return _COMPILED_CALLS[key]
+
+
+_STEPS_ATTRIBUTE = "_fingerprinted_steps"  # on the model: {settings: (fingerprint, compiled step)}
+_PLAIN_VALUES = (int, float, bool, str, bytes, type(None), torch.dtype, torch.device)
+_MODULE_INTERNALS = frozenset(("_parameters", "_buffers", "_modules", "training", _STEPS_ATTRIBUTE)) | EAGER_ONLY_CACHES
+
+
+class _FingerprintedStep:
+    """The decode steps of one ``generate()`` call with ``CompileConfig(model_guards="fingerprint")``:
+    at the first, the model's compiled step is looked up by fingerprint (compiled if none fits);
+    the others call it directly."""
+
+    def __init__(self, settings: CompileConfig, dynamic: bool) -> None:
+        self.settings = settings
+        self.dynamic = dynamic
+        self.step: Callable[..., Any] | None = None
+
+    def __call__(self, model: nn.Module, inputs: dict[str, Any]) -> Any:
+        if self.step is None:
+            self.step = _fingerprinted_step(model, self.settings, self.dynamic)
+        return self.step(model, inputs)
+
+
+def _fingerprinted_step(model: nn.Module, settings: CompileConfig, dynamic: bool) -> Callable[..., Any]:
+    key = (settings.fullgraph, dynamic, settings.backend, settings.mode, repr(settings.options))
+    steps = model.__dict__.setdefault(_STEPS_ATTRIBUTE, {})
+    fingerprint = model_fingerprint(model)
+    kept = steps.get(key)
+    if kept is not None and kept[0] == fingerprint:
+        return kept[1]
+    options = dict(settings.options or {})
+    if settings.backend == "inductor" and settings.mode is not None:
+        # torch.compile takes mode or options; the mode's own options carry it.
+        options = {**torch._inductor.list_mode_options(settings.mode, dynamic), **options}
+    options["guard_filter_fn"] = _drop_model_guards
+    # A code object of its own: dynamo keeps compiled graphs per code object, so this model's
+    # graphs serve no other model (their module guards are gone) and go when it drops them.
+    function = types.FunctionType(_run_model.__code__.replace(), _run_model.__globals__, _run_model.__name__)
+    step = torch.compile(function, fullgraph=settings.fullgraph, dynamic=dynamic, backend=settings.backend,
+                         options=options)
+    steps[key] = (fingerprint, step)
+    return step
+
+
+def _drop_model_guards(entries: list[Any]) -> list[bool]:
+    """Which guards to keep: all but the nn-module guards of the compiled function's own ``model``
+    argument (torch's filter, narrowed). Frames that a graph break compiles apart (a decoder
+    layer's forward, shared by every layer) keep theirs: what tells their modules apart is
+    exactly those guards."""
+    dropped_by_torch = torch.compiler.skip_guard_on_all_nn_modules_unsafe(entries)
+    return [keep or not (entry.name == "model" or entry.name.startswith(("model.", "model[")))
+            for keep, entry in zip(dropped_by_torch, entries, strict=True)]
+
+
+def model_fingerprint(model: nn.Module) -> tuple:
+    """What dynamo's guards on a model's modules check, as one comparable value: each module's
+    name, type, training flag and hooks, each parameter's and buffer's metadata, and the
+    modules' plain attributes (two levels into the objects they hold, such as the config)."""
+    from torch.nn.modules import module as module_globals
+
+    global_hooks = tuple(len(getattr(module_globals, name)) for name in dir(module_globals)
+                         if name.startswith("_global_") and isinstance(getattr(module_globals, name), dict))
+    entries: list[Any] = [global_hooks]
+    for name, module in model.named_modules(remove_duplicate=False):
+        tensors = tuple((key, _value_print(value, 0)) for key, value in
+                        (*module._parameters.items(), *module._buffers.items()))
+        attributes = tuple((key, _value_print(value, 2)) for key, value in module.__dict__.items()
+                           if key not in _MODULE_INTERNALS)
+        entries.append((name, type(module), module.training, tensors, attributes))
+    return tuple(entries)
+
+
+def _value_print(value: Any, depth: int) -> Any:
+    """A comparable stand-in for ``value``: itself for plain values, metadata for tensors, contents
+    (``depth`` levels down) for containers and plain objects, identity below that."""
+    if isinstance(value, _PLAIN_VALUES):
+        return value
+    if isinstance(value, torch.Tensor):
+        return ("tensor", value.dtype, tuple(value.shape), value.stride() if value.layout == torch.strided else None,
+                value.device, value.requires_grad)
+    if isinstance(value, nn.Module):
+        return ("module", id(value))
+    if isinstance(value, dict):
+        # Hook dicts are compared by their entries too (a hook added later must be called).
+        inner = tuple((key, _value_print(item, depth - 1)) for key, item in value.items()) if depth > 0 else len(value)
+        return ("dict", id(value), inner)
+    if isinstance(value, (list, tuple)) and depth > 0:
+        return (type(value), tuple(_value_print(item, depth - 1) for item in value))
+    if depth > 0 and hasattr(value, "__dict__") and not callable(value):
+        return (type(value), id(value), tuple((key, _value_print(item, depth - 1)) for key, item in vars(value).items()))
+    return (type(value), id(value))
 
 
 def _build_stopping_criteria(

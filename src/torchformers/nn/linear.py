@@ -150,6 +150,12 @@ def _(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch
     return x.new_empty(*x.shape[:-1], weight.shape[1])
 
 
+# Module attributes that caches of eager calls set (the weight's block view, the packed copies of
+# packed_for_decoding): compiled code takes the plain route and never reads them, so a compiled
+# step's fingerprint leaves them out (generation.utils.model_fingerprint).
+EAGER_ONLY_CACHES = frozenset(("_blocks", "_packing"))
+
+
 def packed_product(module: nn.Module, x: torch.Tensor, source: torch.Tensor, matrix: torch.Tensor,
                    bias: torch.Tensor | None) -> torch.Tensor | None:
     """Inside :func:`packed_for_decoding`, a batch's decode product ``x @ matrix.T + bias`` with the
