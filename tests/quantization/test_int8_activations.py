@@ -232,3 +232,11 @@ def test_a_failed_build_falls_back_with_a_warning(monkeypatch, tmp_path, caplog)
     layer = quantized_linear(torch.randn(32, 64), None, 4, 32, activations="int8")
     x = torch.randn(2, 64)
     torch.testing.assert_close(layer(x), native.reference_product(x, *_kernel_tensors(layer)))
+
+
+def test_other_devices_are_warned_that_products_dequantize():
+    layer = quantized_linear(torch.randn(32, 64), None, 8, 32, activations="int8").to("meta")
+    native._warn_once.cache_clear()
+    with pytest.warns(UserWarning, match="kernel on CPUs only; on meta"):
+        out = layer(torch.empty(2, 64, device="meta"))
+    assert out.shape == (2, 32) and out.device.type == "meta"

@@ -153,7 +153,9 @@ class CompileConfig:
     is between calls, ``CompileConfig(mode=None, options={"guard_filter_fn":
     torch.compiler.skip_guard_on_all_nn_modules_unsafe})`` drops those: +5-13% tokens/s on
     SmolLM2's Q4_1 file kept in int4. Unsafe, as torch's name says: after adapters are added or
-    the model is cast or moved, the old compiled step would still run.
+    the model is cast or moved, the old compiled step would still run; and a padded batch, whose
+    graph breaks at its mask, compiles each decoder layer's forward as one frame shared by all
+    layers, which only those guards tell apart (measured: wrong tokens). Prefer the following.
 
     ``model_guards="fingerprint"`` (torchformers only) gets that speed safely between calls:
     dynamo's guards on the model's modules are dropped, and instead, once per ``generate()``

@@ -19,6 +19,7 @@ torch's intra-op threads. ``TORCHFORMERS_NATIVE_KERNELS=0`` turns it off. Elsewh
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -27,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import warnings
 
 import torch
 
@@ -150,7 +152,17 @@ def product(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, zero: to
     """
     if _loaded and x.is_cpu:
         return torch.ops.torchformers.int8_activation_linear(x, weight, scale, zero, group_size)
+    if not x.is_cpu and not torch.compiler.is_compiling():
+        _warn_once(x.device.type)
     return reference_product(x, weight, scale, zero, group_size)
+
+
+@functools.cache
+def _warn_once(device_type: str) -> None:
+    warnings.warn(
+        f"int8 activations have a kernel on CPUs only; on {device_type} each product dequantizes its weight "
+        "(slow). Load the model with activations='float' for that device.", stacklevel=3,
+    )
 
 
 def quantize_activations(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
