@@ -1,14 +1,16 @@
 """Quantized products with int8 activations: a small C++ kernel, compiled on first use, and the
 same arithmetic in torch where the kernel cannot run.
 
-Why our own kernel: decoding one token multiplies a single row by every weight matrix, so on a
-CPU much of the time goes into unpacking codes. llama.cpp is fast there because it quantizes
-that row to int8 in blocks of 32 and multiplies integer codes with integer dot-product
-instructions (AVX-512 VNNI: 64 byte products per instruction). PyTorch ships no kernel that
-does this with per-group weight scales: its int4 CPU kernel takes bfloat16 rows,
-``torch._int_mm`` has no scales, and its dynamically quantized linear layers take per-channel
-int8 weights only. ``int8_dot.cpp`` (about 200 lines) fills the gap as the op
-``torchformers::int8_activation_linear``; its header gives the arithmetic.
+Why our own kernel: llama.cpp quantizes each row it multiplies to int8 in blocks of 32 and
+multiplies integer codes with integer dot-product instructions (AVX-512 VNNI: 64 byte products
+per instruction). PyTorch ships no kernel that does this with per-group weight scales: its int4
+CPU kernel takes bfloat16 rows, ``torch._int_mm`` has no scales, and its dynamically quantized
+linear layers take per-channel int8 weights only. ``int8_dot.cpp`` (about 250 lines) fills the
+gap as the op ``torchformers::int8_activation_linear``; its header gives the arithmetic.
+Measured on a 2-core AVX-512 CPU, weights read from memory: a 30 MB Q8_0 output layer in
+1.04-1.18 ms against 1.86-2.08 ms for PyTorch's int4 kernel on two planes, and a 64-row prompt
+through a 3072 x 576 int4 layer in 1.2 against 1.7 ms; a decoder's small layers are bound by
+memory either way (the same time as PyTorch's kernel).
 
 The op is compiled with the system's C++ compiler against torch's headers into the torchformers
 cache (keyed by the source, flags, compiler and torch version) the first time a layer with int8
