@@ -551,14 +551,14 @@ def _compiled_call(model: nn.Module, config: GenerationConfig, cache: Any) -> Ca
             "mode=None to pass options."
         )
     dynamic = True if settings.dynamic is None else settings.dynamic  # see CompileConfig
+    key = (settings.fullgraph, dynamic, settings.backend, settings.mode, repr(settings.options))
     if settings.model_guards == "fingerprint":
         if "guard_filter_fn" in (settings.options or {}):
             raise GenerationError(
                 "generate(): CompileConfig(model_guards='fingerprint') sets dynamo's guard filter itself; drop "
                 "guard_filter_fn from options, or keep model_guards='dynamo'."
             )
-        return _FingerprintedStep(settings, dynamic)
-    key = (settings.fullgraph, dynamic, settings.backend, settings.mode, repr(settings.options))
+        return _FingerprintedStep(settings, dynamic, key)
     if key not in _COMPILED_CALLS:
         _COMPILED_CALLS[key] = torch.compile(_run_model, fullgraph=settings.fullgraph, dynamic=dynamic,
                                              backend=settings.backend, mode=settings.mode, options=settings.options)
@@ -575,19 +575,19 @@ class _FingerprintedStep:
     at the first, the model's compiled step is looked up by fingerprint (compiled if none fits);
     the others call it directly."""
 
-    def __init__(self, settings: CompileConfig, dynamic: bool) -> None:
+    def __init__(self, settings: CompileConfig, dynamic: bool, key: tuple) -> None:
         self.settings = settings
         self.dynamic = dynamic
+        self.key = key
         self.step: Callable[..., Any] | None = None
 
     def __call__(self, model: nn.Module, inputs: dict[str, Any]) -> Any:
         if self.step is None:
-            self.step = _fingerprinted_step(model, self.settings, self.dynamic)
+            self.step = _fingerprinted_step(model, self.settings, self.dynamic, self.key)
         return self.step(model, inputs)
 
 
-def _fingerprinted_step(model: nn.Module, settings: CompileConfig, dynamic: bool) -> Callable[..., Any]:
-    key = (settings.fullgraph, dynamic, settings.backend, settings.mode, repr(settings.options))
+def _fingerprinted_step(model: nn.Module, settings: CompileConfig, dynamic: bool, key: tuple) -> Callable[..., Any]:
     steps = model.__dict__.setdefault(_STEPS_ATTRIBUTE, {})
     fingerprint = model_fingerprint(model)
     kept = steps.get(key)

@@ -20,6 +20,12 @@ INT4_GROUP_SIZES = (32, 64, 128, 256)  # what the int4 kernels accept
 ACTIVATIONS = ("float", "int8")
 
 
+def check_activations_value(activations: object, where: str) -> None:
+    """Refuse an ``activations`` setting that is neither "float" nor "int8", saying where it came from."""
+    if activations not in ACTIVATIONS:
+        raise ConfigError(f"{where}: activations must be one of {list(ACTIVATIONS)}, got {activations!r}.")
+
+
 @dataclass
 class WeightOnlyConfig:
     """Quantize linear layers' weights to int8 or int4; activations stay in floating point unless
@@ -46,8 +52,8 @@ class WeightOnlyConfig:
             kernels round it to bfloat16). ``"int8"``: each product quantizes its input rows to
             int8 in blocks of 32 features (a scale per block: its largest magnitude over 127) and
             multiplies integer codes, as llama.cpp does for its quantized types; on CPUs with
-            AVX-512 VNNI a compiled C kernel runs it (see ``native.py``; decoding SmolLM2's Q4_1
-            file runs about 1.3x faster), elsewhere torch operations with the same arithmetic.
+            AVX-512 VNNI a C++ kernel compiled on first use runs it (see ``native.py``; decoding SmolLM2's Q4_1
+            file ran 1.1-1.2x faster, compiled), elsewhere torch operations with the same arithmetic.
             The quantized layers' input and group sizes must then be multiples of 32. Only the
             products change: the weights and the saved files are the same.
     """
@@ -62,9 +68,7 @@ class WeightOnlyConfig:
     def __post_init__(self) -> None:
         if self.bits not in (4, 8):
             raise ConfigError(f"WeightOnlyConfig: bits must be 8 or 4, got {self.bits!r}.")
-        if self.activations not in ACTIVATIONS:
-            raise ConfigError(f"WeightOnlyConfig: activations must be one of {list(ACTIVATIONS)}, got "
-                              f"{self.activations!r}.")
+        check_activations_value(self.activations, "WeightOnlyConfig")
         if self.bits_by_module is not None:
             if not isinstance(self.bits_by_module, dict) or not all(
                 isinstance(name, str) and bits in (4, 8) for name, bits in self.bits_by_module.items()

@@ -50,7 +50,7 @@ from ..errors import ConfigError, TorchformersError, WeightsMismatchError
 from ..nn.linear import stamp, unchanged
 from ..nn.onednn import needs_backward
 from . import native
-from .config import ACTIVATIONS, INT4_GROUP_SIZES
+from .config import INT4_GROUP_SIZES, check_activations_value
 
 KERNEL_DTYPE = torch.bfloat16
 # The ``kernel`` of layers whose activations are quantized to int8 (native.product).
@@ -73,8 +73,7 @@ def check_group_size(name: str, in_features: int, group_size: int) -> None:
 
 def check_activations(name: str, in_features: int, group_size: int, activations: str) -> None:
     """Refuse an activations setting a layer cannot run, naming the layer."""
-    if activations not in ACTIVATIONS:
-        raise ConfigError(f"{name or 'layer'}: activations must be one of {list(ACTIVATIONS)}, got {activations!r}.")
+    check_activations_value(activations, name or "layer")
     if activations == "int8" and not native.kernel_fits(in_features, group_size):
         raise ConfigError(
             f"{name or 'layer'} has {in_features} input features in groups of {group_size}; int8 activations take "
@@ -464,7 +463,7 @@ class Int8Linear(QuantizedLinear):
 
     def checkpoint_tensors(self) -> dict[str, torch.Tensor]:
         if self.kernel == INT8_ACTIVATIONS:
-            return {"weight": (self.weight.to(torch.int16) - 128).to(torch.int8), "weight_scale": self.weight_scale}
+            return {"weight": native.signed_codes(self.weight), "weight_scale": self.weight_scale}
         if self.kernel not in ("cpu", "cuda"):
             return {"weight": self.weight, "weight_scale": self.weight_scale}
         planes = _codes_from_layout(self.kernel, self.packed, self.out_features, 2 * self.in_features)
@@ -485,7 +484,7 @@ class Int8Linear(QuantizedLinear):
             self.kernel = INT8_ACTIVATIONS
             if codes.is_cpu:
                 native.load_kernel()
-            self.register_buffer("weight", (codes.to(torch.int16) + 128).to(torch.uint8), persistent=False)
+            self.register_buffer("weight", native.offset_codes(codes), persistent=False)
             self.register_buffer("weight_scale", scale.contiguous(), persistent=False)
             return
         if not codes.is_meta:
@@ -563,15 +562,19 @@ class Int4Linear(QuantizedLinear):
 
     def codes(self) -> torch.Tensor:
         """The int4 codes (out, in) as uint8 values in [0, 15]."""
+        kernel = None if self.kernel == INT8_ACTIVATIONS else self.kernel  # the checkpoint layout
+        return _codes_from_layout(kernel, self.packed, self.out_features, self.in_features)
+
+    def _scale_and_zero(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The scales and zero points (out, groups), views where the layout allows."""
         if self.kernel == INT8_ACTIVATIONS:
-            return unpack_nibbles(self.packed)
-        return _codes_from_layout(self.kernel, self.packed, self.out_features, self.in_features)
+            return self.weight_scale, self.weight_zero
+        scale, zero = self.scale_and_zero.permute(2, 1, 0)
+        return scale, zero
 
     def checkpoint_tensors(self) -> dict[str, torch.Tensor]:
-        if self.kernel == INT8_ACTIVATIONS:
-            return {"weight": self.packed, "weight_scale": self.weight_scale, "weight_zero": self.weight_zero}
-        pairs = self.packed if self.kernel is None else pack_nibbles(self.codes())
-        scale, zero = self.scale_and_zero.permute(2, 1, 0)
+        pairs = self.packed if self.kernel in (None, INT8_ACTIVATIONS) else pack_nibbles(self.codes())
+        scale, zero = self._scale_and_zero()
         return {"weight": pairs, "weight_scale": scale.contiguous(), "weight_zero": zero.contiguous()}
 
     def set_checkpoint_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
@@ -598,9 +601,7 @@ class Int4Linear(QuantizedLinear):
         self.scale_and_zero = self.scale_and_zero.contiguous()
 
     def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        tensors = self.checkpoint_tensors()
-        return dequantize_weight(unpack_nibbles(tensors["weight"]), tensors["weight_scale"], tensors["weight_zero"],
-                                 dtype)
+        return dequantize_weight(self.codes(), *self._scale_and_zero(), dtype)
 
     def _matmul(self, x: torch.Tensor) -> torch.Tensor:
         if self.kernel == INT8_ACTIVATIONS:

@@ -167,6 +167,16 @@ def _warn_once(device_type: str) -> None:
     )
 
 
+def offset_codes(codes: torch.Tensor) -> torch.Tensor:
+    """int8 weight codes as the kernel reads them: code + 128, as uint8 (its dot products take unsigned weights)."""
+    return (codes.to(torch.int16) + 128).to(torch.uint8)
+
+
+def signed_codes(offset: torch.Tensor) -> torch.Tensor:
+    """The inverse of :func:`offset_codes`."""
+    return (offset.to(torch.int16) - 128).to(torch.int8)
+
+
 def quantize_activations(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Codes (float, integer-valued, ..., in) and block scales (..., in / 32) of ``x``, as the kernel
     rounds them: the scale is the block's largest magnitude over 127, the codes ``x * (1 / scale)``
@@ -184,9 +194,6 @@ def reference_product(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor
 
     codes, activation_scale = quantize_activations(x)
     dequantized_x = (codes.reshape(*x.shape[:-1], -1, BLOCK) * activation_scale[..., None]).reshape(x.shape)
-    if zero is None:
-        weight_codes = (weight.to(torch.int16) - 128).to(torch.int8)
-    else:
-        weight_codes = unpack_nibbles(weight)
+    weight_codes = signed_codes(weight) if zero is None else unpack_nibbles(weight)
     dense = dequantize_weight(weight_codes, scale, zero, torch.float32)
     return (dequantized_x @ dense.t()).to(x.dtype)

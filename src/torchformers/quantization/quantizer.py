@@ -17,7 +17,7 @@ from torch import nn
 from ..errors import ConfigError, UnsupportedArgumentError, describe_path
 from ..models.gpt2 import Conv1D
 from ..weights.gguf_checkpoint import GGUFCheckpoint
-from .config import ACTIVATIONS, WeightOnlyConfig, as_weight_only_config
+from .config import WeightOnlyConfig, as_weight_only_config, check_activations_value
 from .embedding import QuantizedEmbedding
 from .gguf import LINEAR_LAYOUT_GROUP_SIZE, LINEAR_LAYOUT_TYPES
 from .linear import (
@@ -261,9 +261,7 @@ def plan_quantized_load(model_config: Any, requested: Any, source: str, checkpoi
                     "quantized)."
                 )
             activations = settings.get("activations", "float")
-            if activations not in ACTIVATIONS:
-                raise ConfigError(f"quantization_config: activations must be one of {list(ACTIVATIONS)}, got "
-                                  f"{activations!r}.")
+            check_activations_value(activations, "quantization_config")
         return GGUFQuantizedLoad(checkpoint, activations)
     stored = getattr(model_config, "quantization_config", None)
     if stored is None and requested is None:
