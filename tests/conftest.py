@@ -32,6 +32,22 @@ def one_thread():
     torch.set_num_threads(previous)
 
 
+@pytest.fixture(params=["native", "onednn"])
+def packing_route(request, monkeypatch) -> str:
+    """Runs a test of a batch's packed decode weights with each layout: our kernel's (nn/rows_product)
+    and oneDNN's, where the kernel cannot run."""
+    from torchformers.nn import rows_product
+    from torchformers.nn.onednn import CAN_PACK_WEIGHTS
+
+    if request.param == "native" and not rows_product.available():
+        pytest.skip("the batch decode kernel needs AVX-512F and a C++ compiler")
+    if request.param == "onednn":
+        if not CAN_PACK_WEIGHTS:
+            pytest.skip("this PyTorch build cannot pack oneDNN weights")
+        monkeypatch.setattr(rows_product.KERNEL, "loaded", False)
+    return request.param
+
+
 @pytest.fixture
 def tiny_llama_kwargs() -> dict[str, int]:
     """Keyword arguments of a tiny Llama config (valid for torchformers and the reference)."""

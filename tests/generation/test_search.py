@@ -9,8 +9,6 @@ from _checkpoints import EOS, PAD, left_padded, prompt
 
 import torchformers.nn.linear as linear_module
 from torchformers.generation import search
-from torchformers.nn.onednn import CAN_PACK_WEIGHTS
-from torchformers.nn.onednn import pack_weight as pack
 
 FAMILIES = ["llama", "gpt2"]
 
@@ -64,14 +62,20 @@ def test_left_padded_batch_matches_reference(checkpoint, family):
     assert torch.equal(ours[1, 7:], alone[0, 4:])
 
 
-@pytest.mark.skipif(not CAN_PACK_WEIGHTS, reason="this PyTorch build cannot pack oneDNN weights")
+def _record_packing(monkeypatch) -> list[int]:
+    """The row counts weights get packed for, from now on."""
+    packed: list[int] = []
+    of = linear_module.PackedWeight.of
+    monkeypatch.setattr(linear_module.PackedWeight, "of", lambda matrix, rows: packed.append(rows) or of(matrix, rows))
+    return packed
+
+
 @pytest.mark.parametrize("num_beams", [1, 3])
 @pytest.mark.parametrize("family", FAMILIES)
-def test_packed_weights_give_the_reference_tokens(checkpoint, family, num_beams, monkeypatch):
+def test_packed_weights_give_the_reference_tokens(checkpoint, family, num_beams, monkeypatch, packing_route):
     # Long batch generations decode with packed weights (PACK_WHEN_STEPS_LEFT); here 12 new tokens are long.
-    packed = []
     monkeypatch.setattr(search, "PACK_WHEN_STEPS_LEFT", 10)
-    monkeypatch.setattr(linear_module, "pack_weight", lambda weight, rows: packed.append(rows) or pack(weight, rows))
+    packed = _record_packing(monkeypatch)
     ids, mask = left_padded(prompt(batch=3, length=7, seed=1), (0, 3, 5))
     ours, theirs = generate_both(checkpoint, family, input_ids=ids, attention_mask=mask, max_new_tokens=12,
                                  do_sample=False, pad_token_id=PAD, num_beams=num_beams)
@@ -81,11 +85,9 @@ def test_packed_weights_give_the_reference_tokens(checkpoint, family, num_beams,
     assert not any("_packing" in module.__dict__ for module in model.modules())
 
 
-@pytest.mark.skipif(not CAN_PACK_WEIGHTS, reason="this PyTorch build cannot pack oneDNN weights")
-def test_short_generations_keep_the_plain_weights(checkpoint, monkeypatch):
-    packed = []
+def test_short_generations_keep_the_plain_weights(checkpoint, monkeypatch, packing_route):
     monkeypatch.setattr(search, "PACK_WHEN_STEPS_LEFT", 10)
-    monkeypatch.setattr(linear_module, "pack_weight", lambda weight, rows: packed.append(rows) or pack(weight, rows))
+    packed = _record_packing(monkeypatch)
     _, _, model = checkpoint("llama")
     model.generate(prompt(batch=3, seed=2), max_new_tokens=10, do_sample=False)  # 9 decode steps
     assert packed == []

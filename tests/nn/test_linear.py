@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+from unittest import mock
+
 import pytest
 import torch
 from torch.nn import functional as F
 
-from torchformers.nn.linear import Linear, linear, linear_transposed, packed_for_decoding, project
-from torchformers.nn.onednn import CAN_PACK_WEIGHTS
+from torchformers.nn.linear import (
+    Linear,
+    PackedWeight,
+    linear,
+    linear_transposed,
+    packed_for_decoding,
+    project,
+)
 
 
 @pytest.mark.parametrize("rows", [1, 2, 8, 16, 17, 40])
@@ -114,38 +122,38 @@ def test_a_batch_decode_step_goes_to_onednn_unless_switched_off(monkeypatch, sev
     torch.testing.assert_close(out, F.linear(x, weight), rtol=1e-5, atol=1e-5)
 
 
-needs_packing = pytest.mark.skipif(not CAN_PACK_WEIGHTS, reason="this PyTorch build cannot pack oneDNN weights")
-
-
-def _weights_packed(run) -> int:
-    """How many weights ``run()`` packs into oneDNN's layout."""
-    with torch.profiler.profile(record_shapes=True) as prof:
+def _weights_packed(run, route: str) -> int:
+    """How many weights ``run()`` packs, checking that each went to ``route``'s layout."""
+    made = []
+    with mock.patch.object(PackedWeight, "of", side_effect=lambda *args, of=PackedWeight.of: made.append(of(*args))
+                           or made[-1]):
         run()
-    return sum(event.count for event in prof.key_averages() if event.key == "mkldnn::_reorder_linear_weight")
+    assert all(packed.native == (route == "native") for packed in made)
+    return len(made)
 
 
-@needs_packing
-def test_packed_decoding_matches_f_linear_and_follows_weight_changes():
+def test_packed_decoding_matches_f_linear_and_follows_weight_changes(packing_route):
+    route = packing_route
     torch.manual_seed(0)
     model = torch.nn.Sequential(Linear(48, 96), Linear(96, 48, bias=False))
     x = torch.randn(8, 1, 48)
     expected = model(x)
     with torch.no_grad(), packed_for_decoding(model, rows=8):
-        assert _weights_packed(lambda: model(x)) == 2  # each weight packed on first use
-        assert _weights_packed(lambda: model(x)) == 0  # and reused
+        assert _weights_packed(lambda: model(x), route) == 2  # each weight packed on first use
+        assert _weights_packed(lambda: model(x), route) == 0  # and reused
         torch.testing.assert_close(model(x), expected, rtol=1e-5, atol=1e-5)
         model[0].weight.mul_(2)  # in place
         model[1].weight.data = torch.randn(48, 96)  # new storage
-        assert _weights_packed(lambda: model(x)) == 2
+        assert _weights_packed(lambda: model(x), route) == 2
         torch.testing.assert_close(model(x), F.linear(F.linear(x, model[0].weight, model[0].bias), model[1].weight),
                                    rtol=1e-5, atol=1e-5)
         # Prompts (several positions) and single rows keep the usual routes.
-        assert _weights_packed(lambda: (model(torch.randn(8, 5, 48)), model(torch.randn(1, 1, 48)))) == 0
+        assert _weights_packed(lambda: (model(torch.randn(8, 5, 48)), model(torch.randn(1, 1, 48))), route) == 0
     assert all("_packing" not in layer.__dict__ for layer in model)  # the copies are dropped
 
 
-@needs_packing
-def test_gpt2_conv1d_layers_pack_for_a_batch_too():
+def test_gpt2_conv1d_layers_pack_for_a_batch_too(packing_route):
+    route = packing_route
     from torchformers.models.gpt2 import Conv1D
 
     torch.manual_seed(0)
@@ -156,25 +164,25 @@ def test_gpt2_conv1d_layers_pack_for_a_batch_too():
     expected = x @ model[0].weight + model[0].bias
     expected = expected @ model[1].weight + model[1].bias
     with torch.no_grad(), packed_for_decoding(model, rows=8):
-        assert _weights_packed(lambda: model(x)) == 2
-        assert _weights_packed(lambda: model(x)) == 0  # reused: the copy is stamped with the parameter
+        assert _weights_packed(lambda: model(x), route) == 2
+        assert _weights_packed(lambda: model(x), route) == 0  # reused: the copy is stamped with the parameter
         torch.testing.assert_close(model(x), expected, rtol=1e-5, atol=1e-5)
     assert all("_packing" not in layer.__dict__ for layer in model)
 
 
-@needs_packing
 @pytest.mark.parametrize("bias", [True, False])
-def test_project_packs_a_group_as_one_product(bias):
+def test_project_packs_a_group_as_one_product(bias, packing_route):
+    route = packing_route
     torch.manual_seed(0)
     layers = (Linear(32, 64, bias=bias), Linear(32, 16, bias=bias), Linear(32, 16, bias=bias))
     x = torch.randn(4, 1, 32)
     expected = [layer(x) for layer in layers]
     with torch.no_grad(), packed_for_decoding(torch.nn.ModuleList(layers), rows=4):
-        assert _weights_packed(lambda: project(x, layers)) == 1
+        assert _weights_packed(lambda: project(x, layers), route) == 1
         for got, want in zip(project(x, layers), expected, strict=True):
             torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
         layers[2].weight.add_(1)
-        assert _weights_packed(lambda: project(x, layers)) == 1
+        assert _weights_packed(lambda: project(x, layers), route) == 1
         torch.testing.assert_close(project(x, layers)[2], F.linear(x, layers[2].weight, layers[2].bias),
                                    rtol=1e-5, atol=1e-5)
     # Outside the block, or with a layer of another kind, each layer runs on its own.

@@ -23,7 +23,7 @@ from torchformers.quantization.linear import INT8_ACTIVATIONS, quantize_weight, 
 from torchformers.quantization.quantizer import quantized_layers
 
 HAS_COMPILER = any(shutil.which(name) for name in ("g++", "c++", "clang++"))
-KERNEL_HERE = native._cpu_has_vnni() and HAS_COMPILER
+KERNEL_HERE = native.KERNEL.cpu_can_run() and HAS_COMPILER
 
 
 def kernel_weight(codes: torch.Tensor, bits: int) -> torch.Tensor:
@@ -91,7 +91,7 @@ def test_without_the_kernel_layers_give_the_same_numbers(monkeypatch):
     layer = quantized_linear(torch.randn(48, 128, generator=generator), None, 4, 32, activations="int8")
     x = torch.randn(3, 128, generator=generator)
     with_kernel = layer(x)
-    monkeypatch.setattr(native, "_loaded", False)  # as on a machine without VNNI or a compiler
+    monkeypatch.setattr(native.KERNEL, "loaded", False)  # as on a machine without VNNI or a compiler
     torch.testing.assert_close(layer(x), with_kernel, rtol=1e-5, atol=1e-5)
 
 
@@ -220,9 +220,9 @@ def test_gguf_loads_take_the_activations_only(tmp_path):
                                                           quantization_config={"activations": "fp8"})
 
 
-@pytest.mark.skipif(not native._cpu_has_vnni(), reason="the build is only tried on CPUs with AVX-512 VNNI")
+@pytest.mark.skipif(not native.KERNEL.cpu_can_run(), reason="the build is only tried on CPUs with AVX-512 VNNI")
 def test_a_failed_build_falls_back_with_a_warning(monkeypatch, tmp_path, caplog):
-    monkeypatch.setattr(native, "_loaded", None)
+    monkeypatch.setattr(native.KERNEL, "loaded", None)
     monkeypatch.setenv("TORCHFORMERS_CACHE", str(tmp_path))
     monkeypatch.setenv("CXX", shutil.which("false") or "/bin/false")  # a "compiler" that always fails
     with caplog.at_level("WARNING"):

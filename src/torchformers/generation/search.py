@@ -31,7 +31,7 @@ from .stopping import MaxLengthCriteria, StoppingCriteriaList
 
 # A score low enough that a candidate can never be picked (the reference's constant).
 _NEVER = -1.0e9
-# A batch's decode steps use oneDNN-packed weights (see nn.linear.packed_for_decoding) when, at the first
+# A batch's decode steps use packed weights (see nn.linear.packed_for_decoding) when, at the first
 # decode step, at least this many steps are left before max_length: packing costs about 12 steps' saving
 # (llama-135m shape, 8 rows), so short generations skip it. None: never pack.
 PACK_WHEN_STEPS_LEFT: int | None = 24

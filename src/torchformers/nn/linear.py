@@ -18,11 +18,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import NamedTuple
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from . import rows_product
 from .onednn import (
     CAN_PACK_WEIGHTS,
     inference_linear,
@@ -156,18 +158,38 @@ def _(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch
 EAGER_ONLY_CACHES = frozenset(("_blocks", "_packing"))
 
 
+class PackedWeight(NamedTuple):
+    """A copy of an (out, in) weight laid out for a batch's decode steps, and how to multiply by it."""
+
+    copy: torch.Tensor
+    out_features: int
+    native: bool  # rows_product's layout and kernel; False: oneDNN's
+
+    @classmethod
+    def of(cls, matrix: torch.Tensor, rows: int) -> PackedWeight:
+        """``matrix`` packed for products of ``rows`` rows: our kernel's layout where it runs, else oneDNN's."""
+        if rows_product.available():
+            return cls(rows_product.pack(matrix), matrix.shape[0], True)
+        return cls(pack_weight(matrix, rows), matrix.shape[0], False)
+
+    def product(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        if self.native:
+            return rows_product.product(x, self.copy, self.out_features, bias)
+        return packed_linear(x, self.copy, bias)
+
+
 def packed_product(module: nn.Module, x: torch.Tensor, source: torch.Tensor, matrix: torch.Tensor,
                    bias: torch.Tensor | None) -> torch.Tensor | None:
-    """Inside :func:`packed_for_decoding`, a batch's decode product ``x @ matrix.T + bias`` with the
-    oneDNN-packed copy of ``matrix`` (out, in), made from the parameter ``source`` on first use
-    and again if it changed; None where that does not apply (then the caller multiplies as usual)."""
+    """Inside :func:`packed_for_decoding`, a batch's decode product ``x @ matrix.T + bias`` with a
+    packed copy of ``matrix`` (out, in), made from the parameter ``source`` on first use and again
+    if it changed; None where that does not apply (then the caller multiplies as usual)."""
     packing = module.__dict__.get("_packing")
     if packing is None or not (_decode_rows(x, matrix) > 1 and onednn_infers(x, matrix)):
         return None
     cached = packing.get("weight")
     if cached is None or not unchanged(cached[0], [source]):
-        packing["weight"] = cached = (stamp([source]), pack_weight(matrix, packing["rows"]))
-    return packed_linear(x, cached[1], bias)
+        packing["weight"] = cached = (stamp([source]), PackedWeight.of(matrix, packing["rows"]))
+    return cached[1].product(x, bias)
 
 
 class Linear(nn.Linear):
@@ -175,7 +197,7 @@ class Linear(nn.Linear):
 
     A single sequence's decode step, the hottest call of generation, skips the general
     checks and reuses the weight's block view (kept until the weight changes). Inside
-    :func:`packed_for_decoding`, a batch's decode steps multiply by a oneDNN-packed copy.
+    :func:`packed_for_decoding`, a batch's decode steps multiply by a packed copy.
     """
 
     packs_for_decoding = True  # packed_for_decoding gives it a packed copy (see packed_product)
@@ -218,8 +240,9 @@ class Linear(nn.Linear):
         group = packings[0].get("group")
         if group is None or not unchanged(group[0], sources):
             bias = torch.cat(biases) if all(has_bias) else None
-            packings[0]["group"] = group = (stamp(sources), pack_weight(torch.cat(weights), packings[0]["rows"]), bias)
-        out = packed_linear(x, group[1], group[2])
+            packings[0]["group"] = group = (stamp(sources), PackedWeight.of(torch.cat(weights), packings[0]["rows"]),
+                                            bias)
+        out = group[1].product(x, group[2])
         return out.split([w.shape[0] for w in weights], dim=-1)
 
     def _weight_blocks(self, weight: torch.Tensor) -> torch.Tensor | None:
@@ -269,16 +292,18 @@ def project(x: torch.Tensor, layers: tuple[nn.Module, ...]) -> tuple[torch.Tenso
 def packed_for_decoding(model: nn.Module, rows: int) -> Iterator[None]:
     """Within this block, decode steps of ``rows`` sequences (2 to ``MAX_DECODE_ROWS``, CPU
     float32) multiply every :class:`Linear` (and every layer with ``packs_for_decoding``, such as
-    GPT-2's Conv1D) by a oneDNN-packed copy of its weight, through :func:`packed_product`.
+    GPT-2's Conv1D) by a packed copy of its weight, through :func:`packed_product`: our
+    kernel's layout (``rows_product``, AVX-512 CPUs; the first use on a machine builds it, about
+    10 s), else oneDNN's.
 
     Each copy is made on the layer's first such step and dropped on leaving the block, so
     the weights' memory doubles only while the block runs; packing costs about as much as
-    12 decode steps save (llama-135m shape, 8 rows), which is why generation enters the
+    several decode steps save, which is why generation enters the
     block only when at least ``PACK_WHEN_STEPS_LEFT`` decode steps lie ahead. Results equal
     ``F.linear``'s to float32 rounding.
     """
     layers = [module for module in model.modules() if getattr(module, "packs_for_decoding", False)]
-    usable = CAN_PACK_WEIGHTS and 1 < rows <= MAX_DECODE_ROWS
+    usable = 1 < rows <= MAX_DECODE_ROWS and (rows_product.available() or CAN_PACK_WEIGHTS)
     if usable:
         for layer in layers:
             layer.__dict__["_packing"] = {"rows": rows}

@@ -252,7 +252,7 @@ at::Tensor int8_activation_linear(const at::Tensor& x, const at::Tensor& weight,
 
 }  // namespace
 
-TORCH_LIBRARY(torchformers, m) {
+TORCH_LIBRARY_FRAGMENT(torchformers, m) {
     m.def("int8_activation_linear(Tensor x, Tensor weight, Tensor scale, Tensor? zero, int group_size) -> Tensor");
 }
 

@@ -22,113 +22,32 @@ torch's intra-op threads. ``TORCHFORMERS_NATIVE_KERNELS=0`` turns it off. Elsewh
 from __future__ import annotations
 
 import functools
-import hashlib
-import logging
 import os
-import shutil
-import subprocess
-import sys
-import tempfile
-import threading
 import warnings
 
 import torch
 
-from ..packaged import cache_root
-
-logger = logging.getLogger(__name__)
+from ..native import NativeKernel
 
 BLOCK = 32  # input features per activation scale
 MAX_FEATURES = 1024 * BLOCK  # the kernel's per-row scratch (kMaxBlocks in int8_dot.cpp)
-_SOURCE = os.path.join(os.path.dirname(__file__), "int8_dot.cpp")
-# The instruction sets are named rather than -march=native, so a library built on one machine
-# runs on any machine with them (the cache may be shared).
-_FLAGS = ("-O3", "-std=c++17", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vnni", "-mfma", "-fopenmp",
-          "-shared", "-fPIC", "-w")
-_CPU_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512_vnni")
-# None until the first try to load the kernel; then whether the op is there.
-_loaded: bool | None = None
-_loading = threading.Lock()
 
 
-def _cpu_has_vnni() -> bool:
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return all(flag in flags for flag in _CPU_FLAGS)
-    except OSError:
-        pass
-    return False
+def _register_fake() -> None:
+    torch.library.register_fake("torchformers::int8_activation_linear")(_product_shape)
 
 
-def _compile_command(compiler: str, output: str) -> list[str]:
-    # The paths torch.utils.cpp_extension would give, without importing it (it needs setuptools).
-    root = os.path.dirname(torch.__file__)
-    torch_lib = os.path.join(root, "lib")
-    abi = f"-D_GLIBCXX_USE_CXX11_ABI={int(torch.compiled_with_cxx11_abi())}"
-    includes = [f"-I{os.path.join(root, 'include')}", f"-I{os.path.join(root, 'include', 'torch', 'csrc', 'api', 'include')}"]
-    return [compiler, *_FLAGS, abi, *includes, _SOURCE, f"-L{torch_lib}", "-lc10", "-ltorch_cpu",
-            f"-Wl,-rpath,{torch_lib}", "-o", output]
-
-
-def _build(compiler: str) -> str:
-    """The path of the compiled library, compiling it into the cache unless it is there."""
-    with open(_SOURCE, "rb") as source:
-        code = source.read()
-    version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=60).stdout
-    identity = [code.decode(), " ".join(_compile_command(compiler, "")), version, torch.__version__, sys.version]
-    key = hashlib.sha256("\0".join(identity).encode()).hexdigest()[:16]
-    directory = os.path.join(cache_root(), "kernels")
-    target = os.path.join(directory, f"int8_dot-{key}.so")
-    if os.path.exists(target):
-        return target
-    os.makedirs(directory, exist_ok=True)
-    # Compile to a temporary name in the same directory, then rename: other processes never
-    # load a half-written library.
-    handle, temporary = tempfile.mkstemp(suffix=".so", dir=directory)
-    os.close(handle)
-    try:
-        subprocess.run(_compile_command(compiler, temporary), check=True, capture_output=True, text=True,
-                       timeout=600)
-        os.replace(temporary, target)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-    return target
+KERNEL = NativeKernel(
+    "int8", os.path.join(os.path.dirname(__file__), "int8_dot.cpp"),
+    flags=("-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vnni", "-mfma"),
+    needed_cpu_flags=("avx512f", "avx512bw", "avx512vl", "avx512_vnni"),
+    fallback="int8 activations run as torch operations, more slowly", on_load=_register_fake,
+)
 
 
 def load_kernel() -> bool:
     """Build and load the op unless done; whether it can run here (the reason it cannot is logged once)."""
-    global _loaded
-    with _loading:  # the op may be registered once only, whichever thread builds the first layer
-        if _loaded is None:
-            _loaded = _load()
-    return _loaded
-
-
-def _load() -> bool:
-    if os.environ.get("TORCHFORMERS_NATIVE_KERNELS", "1") == "0":
-        logger.info("torchformers: native int8 kernels turned off by TORCHFORMERS_NATIVE_KERNELS=0.")
-        return False
-    if not _cpu_has_vnni():
-        logger.info("torchformers: this CPU lacks AVX-512 VNNI; int8 activations run as torch operations.")
-        return False
-    compiler = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")
-    if compiler is None:
-        logger.warning("torchformers: no C++ compiler found (c++, g++ or $CXX); int8 activations run as torch "
-                       "operations, more slowly.")
-        return False
-    try:
-        torch.ops.load_library(_build(compiler))
-    except (OSError, subprocess.SubprocessError) as error:
-        details = getattr(error, "stderr", "") or error
-        logger.warning("torchformers: building the int8 kernel failed (%s); int8 activations run as torch "
-                       "operations, more slowly.", details)
-        return False
-    torch.library.register_fake("torchformers::int8_activation_linear")(_product_shape)
-    return True
+    return KERNEL.load()
 
 
 def kernel_fits(in_features: int, group_size: int) -> bool:
@@ -152,7 +71,7 @@ def product(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, zero: to
     ``scale`` and ``zero``: bfloat16 (out, in / group_size). Layers call :func:`load_kernel`
     when they get their codes, so compiled graphs find the op loaded.
     """
-    if _loaded and x.is_cpu:
+    if KERNEL.loaded and x.is_cpu:
         return torch.ops.torchformers.int8_activation_linear(x, weight, scale, zero, group_size)
     if not x.is_cpu and not torch.compiler.is_compiling():
         _warn_once(x.device.type)
