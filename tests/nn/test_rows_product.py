@@ -46,6 +46,13 @@ def test_any_weight_strides_pack_the_same_matrix():
     assert torch.equal(rows_product.pack(stored.t()), rows_product.pack(stored.t().contiguous()))
 
 
+def test_several_weights_pack_as_their_concatenation():
+    weights = [torch.randn(40, 24), torch.randn(13, 24), torch.randn(24, 7).t()]
+    assert torch.equal(rows_product.pack(*weights), rows_product.pack(torch.cat(weights)))
+    with pytest.raises(RuntimeError, match=r"weights must be 2-D float32 CPU tensors \(out_features, 24\)"):
+        rows_product.pack(torch.randn(4, 24), torch.randn(4, 25))
+
+
 def test_a_packed_copy_of_another_shape_is_refused():
     packed = rows_product.pack(torch.randn(100, 7))
     with pytest.raises(RuntimeError, match="packed must come from pack_rows_weight"):

@@ -166,11 +166,13 @@ class PackedWeight(NamedTuple):
     native: bool  # rows_product's layout and kernel; False: oneDNN's
 
     @classmethod
-    def of(cls, matrix: torch.Tensor, rows: int) -> PackedWeight:
-        """``matrix`` packed for products of ``rows`` rows: our kernel's layout where it runs, else oneDNN's."""
+    def of(cls, matrices: list[torch.Tensor], rows: int) -> PackedWeight:
+        """``matrices`` (out, in), stacked along their outputs, packed for products of ``rows`` rows:
+        our kernel's layout where it runs, else oneDNN's."""
+        out_features = sum(matrix.shape[0] for matrix in matrices)
         if rows_product.available():
-            return cls(rows_product.pack(matrix), matrix.shape[0], True)
-        return cls(pack_weight(matrix, rows), matrix.shape[0], False)
+            return cls(rows_product.pack(*matrices), out_features, True)
+        return cls(pack_weight(torch.cat(matrices) if len(matrices) > 1 else matrices[0], rows), out_features, False)
 
     def product(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         if self.native:
@@ -188,7 +190,7 @@ def packed_product(module: nn.Module, x: torch.Tensor, source: torch.Tensor, mat
         return None
     cached = packing.get("weight")
     if cached is None or not unchanged(cached[0], [source]):
-        packing["weight"] = cached = (stamp([source]), PackedWeight.of(matrix, packing["rows"]))
+        packing["weight"] = cached = (stamp([source]), PackedWeight.of([matrix], packing["rows"]))
     return cached[1].product(x, bias)
 
 
@@ -240,7 +242,7 @@ class Linear(nn.Linear):
         group = packings[0].get("group")
         if group is None or not unchanged(group[0], sources):
             bias = torch.cat(biases) if all(has_bias) else None
-            packings[0]["group"] = group = (stamp(sources), PackedWeight.of(torch.cat(weights), packings[0]["rows"]),
+            packings[0]["group"] = group = (stamp(sources), PackedWeight.of(weights, packings[0]["rows"]),
                                             bias)
         out = group[1].product(x, group[2])
         return out.split([w.shape[0] for w in weights], dim=-1)

@@ -26,7 +26,7 @@ GROUP = 48  # output features per packed group (kGroup in rows_product.cpp)
 
 def _register_fakes() -> None:
     torch.library.register_fake("torchformers::pack_rows_weight")(
-        lambda weight: weight.new_empty(-(-weight.shape[0] // GROUP), weight.shape[1], GROUP))
+        lambda weights: weights[0].new_empty(-(-sum(w.shape[0] for w in weights) // GROUP), weights[0].shape[1], GROUP))
     torch.library.register_fake("torchformers::packed_rows_linear")(
         lambda x, packed, out_features, bias: x.new_empty(*x.shape[:-1], out_features))
 
@@ -43,9 +43,10 @@ def available() -> bool:
     return KERNEL.load()
 
 
-def pack(weight: torch.Tensor) -> torch.Tensor:
-    """An (out, in) float32 CPU weight, any strides, in the kernel's layout (a copy)."""
-    return torch.ops.torchformers.pack_rows_weight(weight.detach())
+def pack(*weights: torch.Tensor) -> torch.Tensor:
+    """(out, in) float32 CPU weights, any strides, stacked along their outputs in the kernel's layout
+    (one copy: no concatenated temporary)."""
+    return torch.ops.torchformers.pack_rows_weight([weight.detach() for weight in weights])
 
 
 def product(x: torch.Tensor, packed: torch.Tensor, out_features: int, bias: torch.Tensor | None = None) -> torch.Tensor:
