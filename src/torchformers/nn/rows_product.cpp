@@ -11,8 +11,6 @@
 
 #include <immintrin.h>
 
-#include <sys/mman.h>
-
 #include <cstdint>
 #include <vector>
 
@@ -80,16 +78,6 @@ void rows_chunk(int64_t rows, const float* x, int64_t features, const float* gro
     }
 }
 
-// Ask for 2 MB pages where the kernel gives them on request (transparent huge pages in "madvise"
-// mode): a fresh packed copy is written once, and with 4 KB pages the page faults of a 113 MB
-// output layer cost more than the copying.
-void advise_huge_pages(void* data, size_t bytes) {
-    constexpr uintptr_t kHugePage = 2u << 20;
-    const uintptr_t begin = (reinterpret_cast<uintptr_t>(data) + kHugePage - 1) & ~(kHugePage - 1);
-    const uintptr_t end = (reinterpret_cast<uintptr_t>(data) + bytes) & ~(kHugePage - 1);
-    if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);  // a hint: errors ignored
-}
-
 // The weights, stacked along their output features, in the packed layout.
 at::Tensor pack_rows_weight(at::TensorList weights) {
     TORCH_CHECK(!weights.empty(), "pack_rows_weight: no weights given");
@@ -108,7 +96,6 @@ at::Tensor pack_rows_weight(at::TensorList weights) {
     const int64_t out_features = static_cast<int64_t>(rows.size());
     const int64_t groups = (out_features + kGroup - 1) / kGroup;
     at::Tensor packed = at::empty({groups, features, kGroup}, weights[0].options());
-    advise_huge_pages(packed.data_ptr(), packed.nbytes());
     float* target = packed.data_ptr<float>();
     at::parallel_for(0, groups, 1, [&](int64_t begin, int64_t end) {
         for (int64_t g = begin; g < end; g++) {
