@@ -74,6 +74,7 @@ def build(compiler: str, source: str, flags: tuple[str, ...]) -> str:
     if os.path.exists(target):
         return target
     os.makedirs(directory, exist_ok=True)
+    logger.info("torchformers: compiling %s into %s (once per machine: about 10 s)", os.path.basename(source), directory)
     handle, temporary = tempfile.mkstemp(suffix=".so", dir=directory)
     os.close(handle)
     try:
