@@ -12,8 +12,10 @@ from torch._dynamo.utils import counters
 
 import torchformers
 import torchformers.generation.utils as generation_utils
+import torchformers.nn.linear as linear_module
 from torchformers import CompileConfig, GenerationConfig
 from torchformers.errors import ConfigError, GenerationError
+from torchformers.generation import search
 
 
 @pytest.mark.skipif(not any(shutil.which(name) for name in ("g++", "c++", "clang++")),
@@ -52,6 +54,26 @@ def test_compiled_decoding_traces_every_family(checkpoint):
                                   compile_config=CompileConfig(backend="eager", fullgraph=True))
         assert torch.equal(compiled, model.generate(ids, max_new_tokens=10, do_sample=False))
 
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_compiled_batch_steps_multiply_by_the_packed_weights(checkpoint, family, monkeypatch, packing_route):
+    # Long batch generations pack their weights (PACK_WHEN_STEPS_LEFT), compiled or not; compiled steps
+    # reach the copies through torchformers::decode_rows_linear, which finds them by weight.
+    monkeypatch.setattr(search, "PACK_WHEN_STEPS_LEFT", 10)
+    _, reference, model = checkpoint(family)
+    ids, mask = left_padded(prompt(batch=3, length=7, seed=12), (0, 2, 4))
+    settings = dict(attention_mask=mask, max_new_tokens=14, do_sample=False, pad_token_id=PAD)
+    packed = []
+    of = linear_module.PackedWeight.of
+    monkeypatch.setattr(linear_module.PackedWeight, "of",
+                        lambda matrices, rows: packed.append(rows) or of(matrices, rows))
+    compiled = model.generate(ids, **settings, cache_implementation="static",
+                              compile_config=CompileConfig(backend="eager"))
+    assert torch.equal(compiled, reference.generate(ids, **settings))
+    layers = [module for module in model.modules() if getattr(module, "packs_for_decoding", False)]
+    assert packed == [3] * len(layers)  # each weight once, on its own (compiled steps do not group)
+    assert not linear_module._PACKINGS_BY_WEIGHT  # the copies go with the block
 
 
 def test_compile_options_reach_torch_compile(checkpoint):

@@ -113,9 +113,9 @@ class ModelStepper:
         return self.feed(tokens[:, length - 1:length], length - 1, call=self.decode_call)[:, -1]
 
     def _packs_weights(self, steps_left: int) -> bool:
-        """Whether decode steps should use packed weights: a long generation, run eagerly inside the block."""
+        """Whether decode steps should use packed weights: a long generation, run inside the block."""
         return (PACK_WHEN_STEPS_LEFT is not None and steps_left >= PACK_WHEN_STEPS_LEFT
-                and self._resources is not None and self.decode_call is None)
+                and self._resources is not None)
 
     def feed(self, tokens: torch.Tensor, start: int, keep: int = 1, call: Any = None) -> torch.Tensor:
         """Run the model on ``tokens`` (batch, n) at sequence positions ``start .. start + n - 1``

@@ -72,8 +72,9 @@ def _as_columns(x: torch.Tensor, rows: int, features: int) -> torch.Tensor:
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """``F.linear(x, weight, bias)`` for a weight stored (out_features, in_features)."""
     rows = _decode_rows(x, weight)
-    # Inductor cannot lower oneDNN's call on an unpacked weight; it picks its own kernel for these.
-    if rows > 1 and ONEDNN_SEVERAL_ROWS and onednn_infers(x, weight) and not torch.compiler.is_compiling():
+    if rows > 1 and ONEDNN_SEVERAL_ROWS and onednn_infers(x, weight):
+        if torch.compiler.is_compiling():
+            return _decode_rows_linear(x, weight, bias)  # inductor cannot lower oneDNN's call itself
         return inference_linear(x, weight, bias)
     out_features, features = weight.shape
     main = out_features - out_features % BLOCKS
@@ -141,17 +142,6 @@ def _linear_transposed(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
     return out.view(*x.shape[:-1], out_features)
 
 
-@torch.library.custom_op("torchformers::decode_linear_transposed", mutates_args=())
-def _decode_linear_transposed(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """:func:`linear_transposed` of decode rows as one operation that compiled graphs call as it is (no backward)."""
-    return _linear_transposed(x, weight, bias)
-
-
-@_decode_linear_transposed.register_fake
-def _(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    return x.new_empty(*x.shape[:-1], weight.shape[1])
-
-
 # Module attributes that caches of eager calls set (the weight's block view, the packed copies of
 # packed_for_decoding): compiled code takes the plain route and never reads them, so a compiled
 # step's fingerprint leaves them out (generation.utils.model_fingerprint).
@@ -188,10 +178,51 @@ def packed_product(module: nn.Module, x: torch.Tensor, source: torch.Tensor, mat
     packing = module.__dict__.get("_packing")
     if packing is None or not (_decode_rows(x, matrix) > 1 and onednn_infers(x, matrix)):
         return None
+    return _packed_copy(packing, source, matrix).product(x, bias)
+
+
+def _packed_copy(packing: dict, source: torch.Tensor, matrix: torch.Tensor) -> PackedWeight:
+    """The layer's packed copy of ``matrix``, made from its parameter ``source`` unless it is there and current."""
     cached = packing.get("weight")
     if cached is None or not unchanged(cached[0], [source]):
         packing["weight"] = cached = (stamp([source]), PackedWeight.of([matrix], packing["rows"]))
-    return cached[1].product(x, bias)
+    return cached[1]
+
+
+# The packings of packed_for_decoding blocks by the address of their layer's weight, with that
+# parameter: compiled decode steps pass weights, not layers, to their products.
+_PACKINGS_BY_WEIGHT: dict[int, tuple[dict, torch.Tensor]] = {}
+
+
+def _decode_rows_linear_impl(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """A batch's decode product in a compiled graph, as one operation the graph calls as it is: with
+    the packed copy of a :func:`packed_for_decoding` block where ``weight`` has one, else oneDNN's
+    product (inductor's own kernels for these were 1.5x slower than oneDNN's unpacked ones)."""
+    entry = _PACKINGS_BY_WEIGHT.get(weight.data_ptr())
+    if entry is not None and entry[1].data_ptr() == weight.data_ptr() and entry[1].numel() == weight.numel():
+        return _packed_copy(entry[0], entry[1], weight).product(x, bias)
+    return inference_linear(x, weight, bias)
+
+
+def _decode_linear_transposed_impl(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """:func:`linear_transposed` of decode rows as one operation that compiled graphs call as it is."""
+    return _linear_transposed(x, weight, bias)
+
+
+# Decode products that compiled graphs call as opaque operations. Registered as plain CPU kernels
+# rather than through torch.library.custom_op, whose wrappers cost 15 us a call against 5 (a batch's
+# compiled step makes 211 such calls); neither has a backward: they run on rows without a gradient.
+_OPS = torch.library.Library("torchformers", "FRAGMENT")
+for _name, _impl in (("decode_linear_transposed", _decode_linear_transposed_impl),
+                     ("decode_rows_linear", _decode_rows_linear_impl)):
+    _OPS.define(f"{_name}(Tensor x, Tensor weight, Tensor? bias) -> Tensor")
+    _OPS.impl(_name, _impl, "CPU")
+torch.library.register_fake("torchformers::decode_linear_transposed")(
+    lambda x, weight, bias: x.new_empty(*x.shape[:-1], weight.shape[1]))
+torch.library.register_fake("torchformers::decode_rows_linear")(
+    lambda x, weight, bias: x.new_empty(*x.shape[:-1], weight.shape[0]))
+_decode_linear_transposed = torch.ops.torchformers.decode_linear_transposed
+_decode_rows_linear = torch.ops.torchformers.decode_rows_linear
 
 
 class Linear(nn.Linear):
@@ -230,6 +261,8 @@ class Linear(nn.Linear):
         product of 960 or 3072 outputs instead of two or three small ones (the packed copy
         exists anyway, so concatenating costs no memory).
         """
+        if torch.compiler.is_compiling():
+            return None  # compiled steps multiply each layer on its own (see _decode_rows_linear_impl)
         packings = [layer.__dict__.get("_packing") for layer in layers]
         if None in packings or not (_decode_rows(x, self.weight) > 1 and onednn_infers(x, self.weight)):
             return None
@@ -302,16 +335,22 @@ def packed_for_decoding(model: nn.Module, rows: int) -> Iterator[None]:
     the weights' memory doubles only while the block runs; packing costs about as much as
     several decode steps save, which is why generation enters the
     block only when at least ``PACK_WHEN_STEPS_LEFT`` decode steps lie ahead. Results equal
-    ``F.linear``'s to float32 rounding.
+    ``F.linear``'s to float32 rounding. Compiled decode steps find the copies too (by the
+    address of each weight, see ``_decode_rows_linear_impl``).
     """
     layers = [module for module in model.modules() if getattr(module, "packs_for_decoding", False)]
     usable = 1 < rows <= MAX_DECODE_ROWS and (rows_product.available() or CAN_PACK_WEIGHTS)
+    registered = {}
     if usable:
         for layer in layers:
-            layer.__dict__["_packing"] = {"rows": rows}
+            layer.__dict__["_packing"] = packing = {"rows": rows}
+            registered[layer.weight.data_ptr()] = (packing, layer.weight)
+        _PACKINGS_BY_WEIGHT.update(registered)
     try:
         yield
     finally:
-        if usable:
-            for layer in layers:
-                layer.__dict__.pop("_packing", None)
+        for layer in layers if usable else ():
+            layer.__dict__.pop("_packing", None)
+        for address, entry in registered.items():
+            if _PACKINGS_BY_WEIGHT.get(address) is entry:
+                del _PACKINGS_BY_WEIGHT[address]
