@@ -143,8 +143,9 @@ def _linear_transposed(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
 
 
 # Module attributes that caches of eager calls set (the weight's block view, the packed copies of
-# packed_for_decoding): compiled code takes the plain route and never reads them, so a compiled
-# step's fingerprint leaves them out (generation.utils.model_fingerprint).
+# packed_for_decoding): traced code never reads them (compiled products find the packed copies at
+# run time, through _PACKINGS_BY_WEIGHT), so a compiled step's fingerprint leaves them out
+# (generation.utils.model_fingerprint).
 EAGER_ONLY_CACHES = frozenset(("_blocks", "_packing"))
 
 
