@@ -496,9 +496,16 @@ def test_adapter_modules_with_hooks_still_run_their_hooks(bases):
     assert calls
 
 
-@pytest.mark.parametrize(("combination_type", "ranks"), [("linear", (4, 4)), ("cat", (4, 2)), ("svd", (4, 2))])
+@pytest.mark.parametrize(("combination_type", "ranks", "options"), [
+    ("linear", (4, 4), {}), ("cat", (4, 2), {}), ("svd", (4, 2), {}), ("svd", (4, 2), {"svd_clamp": 0.9}),
+    ("ties", (4, 4), {"density": 0.5}), ("ties", (4, 4), {"density": 0.3, "majority_sign_method": "frequency"}),
+    ("dare_linear", (4, 4), {"density": 0.5}), ("dare_ties", (4, 4), {"density": 0.6}),
+    ("magnitude_prune", (4, 4), {"density": 0.4}), ("ties_svd", (4, 2), {"density": 0.5}),
+    ("dare_linear_svd", (4, 2), {"density": 0.5}), ("dare_ties_svd", (4, 2), {"density": 0.7}),
+    ("magnitude_prune_svd", (4, 2), {"density": 0.5}),
+])
 @pytest.mark.parametrize("family", ["llama", "gpt2"])
-def test_weighted_adapter_combinations_match_peft(bases, family, combination_type, ranks, tmp_path):
+def test_weighted_adapter_combinations_match_peft(bases, family, combination_type, ranks, options, tmp_path):
     targets = {"llama": ["q_proj", "v_proj", "embed_tokens"], "gpt2": ["c_attn", "c_proj"]}[family]
     for seed, rank in enumerate(ranks):
         reference_adapter(bases, family, tmp_path / str(seed), seed=seed + 1, r=rank, target_modules=targets[seed:])
@@ -506,7 +513,9 @@ def test_weighted_adapter_combinations_match_peft(bases, family, combination_typ
     for library, base in ((peft, reference_base(bases, family)), (torchformers.peft, our_base(bases, family))):
         model = library.PeftModel.from_pretrained(base, tmp_path / "0", adapter_name="first")
         model.load_adapter(tmp_path / "1", adapter_name="second")
-        model.add_weighted_adapter(["first", "second"], [0.7, -1.3], "mixed", combination_type=combination_type)
+        torch.manual_seed(3)  # the dare merges draw their pruning masks: the same draws in the same order
+        model.add_weighted_adapter(["first", "second"], [0.7, -1.3], "mixed", combination_type=combination_type,
+                                   **options)
         model.set_adapter("mixed")
         models.append(model.eval())
     reference, ours = models
@@ -514,8 +523,14 @@ def test_weighted_adapter_combinations_match_peft(bases, family, combination_typ
     torch.testing.assert_close(logits(ours, family), logits(reference, family), atol=1e-4, rtol=0)
     their_params = dict(reference.named_parameters())
     for name, param in ours.named_parameters():
-        if ".mixed" in name and combination_type != "svd":  # singular vectors may differ in sign; the product may not
+        # Singular vectors may differ in sign (the product may not), so the svd forms compare logits only.
+        if ".mixed" in name and not combination_type.endswith("svd"):
             torch.testing.assert_close(param, their_params[name], atol=1e-6, rtol=1e-5)
+    if "density" in options:  # the pruning took effect: the merge differs from the unpruned one
+        plain = "linear" if not combination_type.endswith("svd") else "svd"
+        ours.add_weighted_adapter(["first", "second"], [0.7, -1.3], "plain", combination_type=plain)
+        ours.set_adapter("plain")
+        assert (logits(ours, family) - logits(reference, family)).abs().max() > 1e-3
 
 
 def test_weighted_adapters_refuse_what_they_cannot_combine(bases):
@@ -523,8 +538,19 @@ def test_weighted_adapters_refuse_what_they_cannot_combine(bases):
     model.add_adapter("wide", LoraConfig(r=8, target_modules=["q_proj"]))
     with pytest.raises(ConfigError, match="one rank"):
         model.add_weighted_adapter(["default", "wide"], [1.0, 1.0], "mixed", combination_type="linear")
-    with pytest.raises(UnsupportedArgumentError, match="ties"):
+    with pytest.raises(ConfigError, match="'ties' needs adapters of one rank"):
         model.add_weighted_adapter(["default", "wide"], [1.0, 1.0], "mixed", combination_type="ties", density=0.5)
+    with pytest.raises(ConfigError, match="pass a density between 0 and 1"):
+        model.add_weighted_adapter(["default", "wide"], [1.0, 1.0], "mixed", combination_type="dare_ties_svd")
+    with pytest.raises(ConfigError, match="majority_sign_method must be"):
+        model.add_weighted_adapter(["default", "wide"], [1.0, 1.0], "mixed", combination_type="ties_svd",
+                                   density=0.5, majority_sign_method="median")
+    with pytest.raises(UnsupportedArgumentError, match="not supported"):
+        model.add_weighted_adapter(["default", "wide"], [1.0, 1.0], "mixed", combination_type="tsvd")
+    with pytest.raises(UnsupportedArgumentError, match="CUDA solver"):
+        model.add_weighted_adapter(["default", "wide"], [1.0, 1.0], "mixed", svd_driver="gesvdj")
+    with pytest.raises(ConfigError, match="svd_clamp applies to the svd combinations"):
+        model.add_weighted_adapter(["default", "wide"], [1.0, 1.0], "mixed", combination_type="cat", svd_clamp=0.9)
     with pytest.raises(ConfigError, match="no adapter named"):
         model.add_weighted_adapter(["default", "nope"], [1.0, 1.0], "mixed")
     assert "mixed" not in model.peft_config
