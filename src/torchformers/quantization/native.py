@@ -12,8 +12,8 @@ Measured on a 2-core AVX-512 CPU, weights read from memory: a 30 MB Q8_0 output 
 through a 3072 x 576 int4 layer in 1.2 against 1.7 ms; a decoder's small layers are bound by
 memory either way (the same time as PyTorch's kernel).
 
-The op is compiled with the system's C++ compiler against torch's headers into the torchformers
-cache (keyed by the source, flags, compiler and torch version) the first time a layer with int8
+The op is compiled by ``torchformers.native`` with the system's C++ compiler against torch's
+headers into the torchformers cache (keyed by the source, flags, compiler and versions) the first time a layer with int8
 activations is built, and used where the CPU has AVX-512 (F, BW, VL) and VNNI. It runs on
 torch's intra-op threads. ``TORCHFORMERS_NATIVE_KERNELS=0`` turns it off. Elsewhere
 :func:`reference_product` gives the same numbers with torch operations, more slowly.
