@@ -25,6 +25,7 @@ from ..nn.cache import DynamicCache, StaticCache
 from ..nn.linear import EAGER_ONLY_CACHES
 from ..outputs import ModelOutput
 from .config import CompileConfig, GenerationConfig
+from .healing import heal_tokens
 from .logits import (
     LogitsProcessorList,
     UnbatchedClassifierFreeGuidanceLogitsProcessor,
@@ -96,7 +97,6 @@ _UNSUPPORTED_SETTINGS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "dola_layers": (lambda v: v is not None, "DoLa decoding"),
     "constraints": (lambda v: v is not None, "constrained beam search"),
     "force_words_ids": (lambda v: v is not None, "constrained beam search"),
-    "token_healing": (lambda v: bool(v), "token healing"),
     "low_memory": (lambda v: bool(v), "sequential (low-memory) beam search"),
     "assistant_early_exit": (lambda v: v is not None, "early-exit self-speculation"),
     "cache_config": (lambda v: v is not None, "cache configuration (quantized caches)"),
@@ -136,7 +136,8 @@ class GenerationMixin:
         ``prompt_lookup_num_tokens``, greedy only). Any setting of :class:`GenerationConfig` can
         be passed as a keyword; ``input_ids``, ``attention_mask`` (left padding) and
         ``past_key_values`` (a :class:`DynamicCache` or :class:`StaticCache` to fill or to
-        continue from) are model inputs; ``tokenizer`` is needed for ``stop_strings``.
+        continue from) are model inputs; ``tokenizer`` is needed for ``stop_strings`` and
+        ``token_healing`` (see :mod:`torchformers.generation.healing`).
 
         Returns the prompt followed by the generated tokens, (batch * num_return_sequences,
         length), or a :class:`GenerateDecoderOnlyOutput` / :class:`GenerateBeamDecoderOnlyOutput`
@@ -171,6 +172,10 @@ class GenerationMixin:
         if expand > 1:
             input_ids = input_ids.repeat_interleave(expand, dim=0)
             attention_mask = attention_mask.repeat_interleave(expand, dim=0) if attention_mask is not None else None
+        if config.token_healing:
+            # The healed prompts are re-tokenized: their padding is read from the pad token.
+            input_ids = heal_tokens(self, input_ids, tokenizer)
+            attention_mask = _prepare_attention_mask(input_ids, None, config.pad_token_id, eos)
         if streamer is not None:
             streamer.put(input_ids.cpu())
 
