@@ -80,6 +80,7 @@ _GENERATION_NAMES = {
                             "EosTokenCriteria", "StopStringCriteria"],
     "generation.streamers": ["BaseStreamer", "TextStreamer", "TextIteratorStreamer"],
     "generation.watermarking": ["WatermarkingConfig", "WatermarkLogitsProcessor", "WatermarkDetector",
+                                "SynthIDTextWatermarkingConfig", "SynthIDTextWatermarkLogitsProcessor",
                                 "WatermarkDetectorOutput"],
     "generation.utils": ["GenerationMixin", "GenerateDecoderOnlyOutput", "GenerateBeamDecoderOnlyOutput"],
     "nn.cache": ["StaticCache"],

@@ -7,8 +7,13 @@ counts them and reports a z-score. The seeding follows the reference's exactly (
 hashing key, table and ``torch.randperm`` draws), so text watermarked by either library is
 detected by the other, and greedy watermarked generation gives the same tokens.
 
-``generate(watermarking_config=WatermarkingConfig(...))`` (or its dict) turns it on. The
-reference's SynthID watermarking is not implemented here.
+``generate(watermarking_config=WatermarkingConfig(...))`` (or its dict) turns it on.
+
+SynthID Text (Dathathri et al., Nature 2024) is here too: ``SynthIDTextWatermarkingConfig`` and
+its processor, with the same hashes, sampling table and tournament as the reference's, so the
+same seed samples the same tokens and its g-values serve the reference's detectors. Its
+Bayesian detector (a trained model) is not implemented; :meth:`SynthIDTextWatermarkLogitsProcessor.compute_g_values`
+and the two masks give what a detector scores.
 """
 
 from __future__ import annotations
@@ -63,24 +68,26 @@ class WatermarkingConfig:
             raise ConfigError(f"WatermarkingConfig: context_width must be a positive integer, got {self.context_width!r}.")
 
     @classmethod
-    def from_value(cls, value: Any) -> WatermarkingConfig:
+    def from_value(cls, value: Any) -> WatermarkingConfig | SynthIDTextWatermarkingConfig:
         """A config from itself, its dict (as ``generation_config.json`` stores it) or another
-        library's config object with the same fields."""
-        if isinstance(value, cls):
+        library's config object with the same fields; SynthID settings (``ngram_len`` and ``keys``)
+        give a :class:`SynthIDTextWatermarkingConfig`."""
+        if isinstance(value, (cls, SynthIDTextWatermarkingConfig)):
             return value
         if not isinstance(value, dict):
             to_dict = getattr(value, "to_dict", None)
             if not callable(to_dict):
-                raise ConfigError(f"watermarking_config must be a WatermarkingConfig or a dict, got {value!r}.")
+                raise ConfigError(f"watermarking_config must be a WatermarkingConfig, a SynthIDTextWatermarkingConfig "
+                                  f"or a dict, got {value!r}.")
             value = to_dict()
-        fields = {field.name for field in dataclasses.fields(cls)}
+        kind = SynthIDTextWatermarkingConfig if "ngram_len" in value or "keys" in value else cls
+        fields = {field.name for field in dataclasses.fields(kind)}
         unknown = sorted(set(value) - fields)
         if unknown:
             raise UnsupportedArgumentError(
-                f"watermarking_config has keys {unknown} that green-list watermarking does not have; SynthID "
-                "watermarking is not supported by torchformers."
+                f"watermarking_config has keys {unknown} that {kind.__name__} does not have."
             )
-        return cls(**value)
+        return kind(**value)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -220,3 +227,160 @@ class WatermarkDetector:
             return prediction
         p_value = 0.5 * torch.special.erfc(torch.as_tensor(z_score / math.sqrt(2))).numpy()
         return WatermarkDetectorOutput(scored, green, green / scored, z_score, p_value, prediction, 1 - p_value)
+
+
+# -- SynthID Text --------------------------------------------------------------------------------
+# The hash's linear congruential step (newlib/musl constants), wrapping around in int64.
+_HASH_MULTIPLIER = 6364136223846793005
+_HASH_INCREMENT = 1
+
+
+@dataclass
+class SynthIDTextWatermarkingConfig:
+    """Settings of SynthID Text watermarking; the reference library's names and defaults.
+
+    Args:
+        ngram_len: the context is the previous ``ngram_len - 1`` tokens.
+        keys: one watermarking key per tournament layer (their number is the depth).
+        context_history_size: how many recent contexts are remembered; a repeated context is
+            left unwatermarked.
+        sampling_table_seed, sampling_table_size: the table of random bits g-values come from.
+        skip_first_ngram_calls: leave the first ``ngram_len - 1`` steps unwatermarked.
+        debug_mode: replace the scores by ones before watermarking (to test the watermark alone).
+    """
+
+    ngram_len: int
+    keys: list[int]
+    context_history_size: int = 1024
+    sampling_table_seed: int = 0
+    sampling_table_size: int = 2**16
+    skip_first_ngram_calls: bool = False
+    debug_mode: bool = False
+
+    def __post_init__(self) -> None:
+        name = type(self).__name__
+        if not isinstance(self.ngram_len, int) or self.ngram_len < 1:
+            raise ConfigError(f"{name}: ngram_len must be a positive integer, got {self.ngram_len!r}.")
+        if not self.keys or not all(isinstance(key, int) for key in self.keys):
+            raise ConfigError(f"{name}: keys must be a non-empty list of integers, got {self.keys!r}.")
+        if not isinstance(self.sampling_table_size, int) or not 0 < self.sampling_table_size <= 2**24:
+            raise ConfigError(f"{name}: sampling_table_size must be at most 2**24, got {self.sampling_table_size!r}.")
+        if not isinstance(self.context_history_size, int) or self.context_history_size < 1:
+            raise ConfigError(f"{name}: context_history_size must be a positive integer, got "
+                              f"{self.context_history_size!r}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def construct_processor(self, vocab_size: int, device: torch.device | str = "cpu") -> SynthIDTextWatermarkLogitsProcessor:
+        return SynthIDTextWatermarkLogitsProcessor(device=device, **self.to_dict())
+
+
+def _accumulate_hash(state: torch.Tensor, data: torch.Tensor) -> torch.Tensor:
+    """Fold the last dimension of ``data`` into ``state`` (broadcast against ``data`` without it), one
+    value at a time: ``state = (state + value) * multiplier + increment``."""
+    for index in range(data.shape[-1]):
+        state = (state + data[..., index]) * _HASH_MULTIPLIER + _HASH_INCREMENT
+    return state
+
+
+class SynthIDTextWatermarkLogitsProcessor(LogitsProcessor):
+    """Watermark sampling by a tournament over g-values (see :class:`SynthIDTextWatermarkingConfig`).
+
+    Each step hashes the last ``ngram_len - 1`` tokens with every candidate token and every key
+    into a table of random bits (the g-values, (batch, vocab, depth)). Layer by layer, the
+    probabilities are reweighted by ``1 + g - E[g]``, which moves mass to the tokens whose bit is
+    1; the result comes back as log-probabilities. The processor keeps the context and the
+    history of contexts between calls, so use a new one (``construct_processor``) per generation,
+    as ``generate`` does. On the first call the context is all zeros, as in the reference.
+    """
+
+    def __init__(self, ngram_len: int, keys: list[int], sampling_table_size: int, sampling_table_seed: int,
+                 context_history_size: int, device: torch.device | str = "cpu", skip_first_ngram_calls: bool = False,
+                 debug_mode: bool = False) -> None:
+        self.ngram_len = ngram_len
+        self.keys = torch.tensor(keys, device=device)
+        generator = torch.Generator(device=device).manual_seed(sampling_table_seed)
+        self.sampling_table = torch.randint(0, 2, (sampling_table_size,), generator=generator, device=device)
+        self.context_history_size = context_history_size
+        self.device = device
+        self.skip_first_ngram_calls = skip_first_ngram_calls
+        self.debug_mode = debug_mode
+        self._context: torch.Tensor | None = None  # (batch, ngram_len - 1), the last tokens seen
+        self._history: torch.Tensor | None = None  # (batch, context_history_size), recent context hashes
+        self._calls = 0
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        _check_rows(input_ids)
+        batch, vocab = scores.shape
+        if self.debug_mode:
+            scores = torch.ones_like(scores)
+        if self._context is None:
+            self._context = torch.zeros(batch, self.ngram_len - 1, dtype=torch.long, device=self.device)
+            self._history = torch.zeros(batch, self.context_history_size, dtype=torch.long, device=self.device)
+        else:
+            self._context = torch.cat((self._context, input_ids[:, -1:]), dim=1)[:, 1:]
+        self._calls += 1
+        if self.skip_first_ngram_calls and self._calls < self.ngram_len:
+            return scores
+        context_hash = _accumulate_hash(torch.ones(batch, dtype=torch.long, device=self.device), self._context)
+        candidates = torch.arange(vocab, device=self.device).expand(batch, vocab)
+        candidate_hash = _accumulate_hash(context_hash[:, None], candidates[..., None])
+        g_values = self._g_values(_accumulate_hash(candidate_hash[..., None], self.keys[:, None]))
+        watermarked = self._tournament(scores, g_values)
+        repeated = (self._history == context_hash[:, None]).any(dim=1, keepdim=True)
+        self._history = torch.cat((context_hash[:, None], self._history), dim=1)[:, :-1]
+        return torch.where(repeated, scores, watermarked)
+
+    def _g_values(self, keys: torch.Tensor) -> torch.Tensor:
+        return self.sampling_table[keys % self.sampling_table.shape[0]]
+
+    @staticmethod
+    def _tournament(scores: torch.Tensor, g_values: torch.Tensor) -> torch.Tensor:
+        """Log-probabilities after one reweighting per layer of ``g_values`` (batch, vocab, depth)."""
+        probs = torch.softmax(scores, dim=1)
+        for layer in range(g_values.shape[2]):
+            g = g_values[:, :, layer]
+            expected = (g * probs).sum(dim=1, keepdim=True)
+            probs = probs * (1 + g - expected)
+        log_probs = torch.log(probs)
+        return torch.where(torch.isfinite(log_probs), log_probs, torch.finfo(log_probs.dtype).min)
+
+    # -- what detectors score --------------------------------------------------------------------
+    def compute_g_values(self, input_ids: torch.LongTensor) -> torch.LongTensor:
+        """The g-values of each ``ngram_len``-gram of ``input_ids``: (batch, length - ngram_len + 1, depth)."""
+        _check_rows(input_ids)
+        ngrams = input_ids.unfold(dimension=1, size=self.ngram_len, step=1)
+        start = torch.ones(input_ids.shape[0], 1, dtype=torch.long, device=input_ids.device)
+        return self._g_values(_accumulate_hash(_accumulate_hash(start, ngrams)[..., None], self.keys[:, None]))
+
+    def compute_context_repetition_mask(self, input_ids: torch.LongTensor) -> torch.LongTensor:
+        """For each ``ngram_len``-gram of ``input_ids``, whether its context was new within the
+        last ``context_history_size`` contexts (the steps that were watermarked): (batch, ngrams)."""
+        _check_rows(input_ids)
+        batch = input_ids.shape[0]
+        history = torch.zeros(batch, self.context_history_size, dtype=torch.long, device=input_ids.device)
+        contexts = input_ids[:, :-1].unfold(dimension=1, size=self.ngram_len - 1, step=1)
+        repeated = []
+        for index in range(contexts.shape[1]):
+            context_hash = _accumulate_hash(torch.ones(batch, dtype=torch.long, device=input_ids.device),
+                                            contexts[:, index])[:, None]
+            repeated.append((history == context_hash).any(dim=1, keepdim=True))
+            history = torch.cat((context_hash, history), dim=1)[:, :-1]
+        return torch.logical_not(torch.cat(repeated, dim=1))
+
+    @staticmethod
+    def compute_eos_token_mask(input_ids: torch.LongTensor, eos_token_id: int) -> torch.LongTensor:
+        """Per row, True before its first ``eos_token_id`` and False from it on: (batch, length)."""
+        _check_rows(input_ids)
+        return (input_ids == eos_token_id).long().cumsum(dim=1) == 0
+
+    @staticmethod
+    def expected_mean_g_value(vocab_size: int, coinflip_prob: float = 0.5) -> float:
+        """The mean g-value of watermarked text under a uniform model (one layer): what detection compares with."""
+        return coinflip_prob + coinflip_prob * (1 - coinflip_prob) * (1 - 1 / vocab_size)
+
+
+def _check_rows(input_ids: torch.Tensor) -> None:
+    if input_ids.dim() != 2:
+        raise ConfigError(f"SynthID watermarking takes input_ids shaped (batch, length), got {tuple(input_ids.shape)}.")
