@@ -64,8 +64,8 @@ def heal_tokens(model: Any, input_ids: torch.Tensor, tokenizer: Any) -> torch.Te
         trimmed = ids[:-1]
         if trimmed.numel() == 0:
             continue
-        if int((ids != pad).sum()) == 1:
-            trimmed[-1] = bos  # a one-token prompt is chosen again from BOS
+        if int((ids != pad).sum()) == 1 and bos is not None:
+            trimmed[-1] = bos  # a one-token prompt is chosen again from BOS (the padding before it, without one)
         healed[row] = model.generate(trimmed[None], max_new_tokens=1, pad_token_id=pad, sequence_bias=bias)[0]
     return healed
 
