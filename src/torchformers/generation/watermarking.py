@@ -174,6 +174,11 @@ class WatermarkDetector:
     def __init__(self, model_config: Any, device: torch.device | str, watermarking_config: Any,
                  ignore_repeated_ngrams: bool = False, max_cache_size: int = 128) -> None:
         config = WatermarkingConfig.from_value(watermarking_config)
+        if not isinstance(config, WatermarkingConfig):
+            raise UnsupportedArgumentError(
+                "WatermarkDetector detects green-list watermarks; for SynthID text, score the g-values of "
+                "SynthIDTextWatermarkLogitsProcessor.compute_g_values (where compute_context_repetition_mask holds)."
+            )
         self.bos_token_id = model_config.bos_token_id
         self.greenlist_ratio = config.greenlist_ratio
         self.ignore_repeated_ngrams = ignore_repeated_ngrams
@@ -284,6 +289,18 @@ def _accumulate_hash(state: torch.Tensor, data: torch.Tensor) -> torch.Tensor:
     return state
 
 
+def _hash_from_start(tokens: torch.Tensor) -> torch.Tensor:
+    """The hash of token sequences along the last dimension of ``tokens``, from the starting state 1."""
+    return _accumulate_hash(torch.ones(tokens.shape[:-1], dtype=torch.long, device=tokens.device), tokens)
+
+
+def _remembered(history: torch.Tensor, context_hash: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Whether each row's ``context_hash`` is in its ``history`` (batch, 1), and the history with it
+    pushed in front (the oldest dropped)."""
+    seen = (history == context_hash[:, None]).any(dim=1, keepdim=True)
+    return seen, torch.cat((context_hash[:, None], history), dim=1)[:, :-1]
+
+
 class SynthIDTextWatermarkLogitsProcessor(LogitsProcessor):
     """Watermark sampling by a tournament over g-values (see :class:`SynthIDTextWatermarkingConfig`).
 
@@ -323,17 +340,17 @@ class SynthIDTextWatermarkLogitsProcessor(LogitsProcessor):
         self._calls += 1
         if self.skip_first_ngram_calls and self._calls < self.ngram_len:
             return scores
-        context_hash = _accumulate_hash(torch.ones(batch, dtype=torch.long, device=self.device), self._context)
+        context_hash = _hash_from_start(self._context)
         candidates = torch.arange(vocab, device=self.device).expand(batch, vocab)
-        candidate_hash = _accumulate_hash(context_hash[:, None], candidates[..., None])
-        g_values = self._g_values(_accumulate_hash(candidate_hash[..., None], self.keys[:, None]))
+        g_values = self._g_values(_accumulate_hash(context_hash[:, None], candidates[..., None]))
         watermarked = self._tournament(scores, g_values)
-        repeated = (self._history == context_hash[:, None]).any(dim=1, keepdim=True)
-        self._history = torch.cat((context_hash[:, None], self._history), dim=1)[:, :-1]
+        repeated, self._history = _remembered(self._history, context_hash)
         return torch.where(repeated, scores, watermarked)
 
-    def _g_values(self, keys: torch.Tensor) -> torch.Tensor:
-        return self.sampling_table[keys % self.sampling_table.shape[0]]
+    def _g_values(self, ngram_hash: torch.Tensor) -> torch.Tensor:
+        """The table bits of n-gram hashes (any shape) folded with each key: (..., depth)."""
+        keyed = _accumulate_hash(ngram_hash[..., None], self.keys[:, None])
+        return self.sampling_table[keyed % self.sampling_table.shape[0]]
 
     @staticmethod
     def _tournament(scores: torch.Tensor, g_values: torch.Tensor) -> torch.Tensor:
@@ -350,23 +367,18 @@ class SynthIDTextWatermarkLogitsProcessor(LogitsProcessor):
     def compute_g_values(self, input_ids: torch.LongTensor) -> torch.LongTensor:
         """The g-values of each ``ngram_len``-gram of ``input_ids``: (batch, length - ngram_len + 1, depth)."""
         _check_rows(input_ids)
-        ngrams = input_ids.unfold(dimension=1, size=self.ngram_len, step=1)
-        start = torch.ones(input_ids.shape[0], 1, dtype=torch.long, device=input_ids.device)
-        return self._g_values(_accumulate_hash(_accumulate_hash(start, ngrams)[..., None], self.keys[:, None]))
+        return self._g_values(_hash_from_start(input_ids.unfold(dimension=1, size=self.ngram_len, step=1)))
 
     def compute_context_repetition_mask(self, input_ids: torch.LongTensor) -> torch.LongTensor:
         """For each ``ngram_len``-gram of ``input_ids``, whether its context was new within the
         last ``context_history_size`` contexts (the steps that were watermarked): (batch, ngrams)."""
         _check_rows(input_ids)
-        batch = input_ids.shape[0]
-        history = torch.zeros(batch, self.context_history_size, dtype=torch.long, device=input_ids.device)
-        contexts = input_ids[:, :-1].unfold(dimension=1, size=self.ngram_len - 1, step=1)
+        history = torch.zeros(input_ids.shape[0], self.context_history_size, dtype=torch.long, device=input_ids.device)
+        context_hashes = _hash_from_start(input_ids[:, :-1].unfold(dimension=1, size=self.ngram_len - 1, step=1))
         repeated = []
-        for index in range(contexts.shape[1]):
-            context_hash = _accumulate_hash(torch.ones(batch, dtype=torch.long, device=input_ids.device),
-                                            contexts[:, index])[:, None]
-            repeated.append((history == context_hash).any(dim=1, keepdim=True))
-            history = torch.cat((context_hash, history), dim=1)[:, :-1]
+        for index in range(context_hashes.shape[1]):
+            seen, history = _remembered(history, context_hashes[:, index])
+            repeated.append(seen)
         return torch.logical_not(torch.cat(repeated, dim=1))
 
     @staticmethod
